@@ -1,0 +1,56 @@
+"""Helpers shared by the drivers: paths, log files, percentiles, completion timing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / ".bench" / "logs"
+POLL_S = 0.005
+
+
+def redis_url() -> str:
+    return os.environ["BENCH_REDIS_URL"]
+
+
+def log_path(tool: str, what: str) -> Path:
+    return LOG_DIR / f"{tool}-{what}.log"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: p99 of 200 is the 198th value)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def time_completions(count: Callable[[], int], n: int, alive: Callable[[], None],
+                     start_timeout: float, drain_timeout: float) -> dict:
+    """Rate between the first and the n-th completion, polled every POLL_S.
+
+    Starting the clock at the first completion leaves worker start-up out for
+    every tool alike; ``alive`` raises if the worker died meanwhile.
+    """
+    deadline = time.monotonic() + start_timeout
+    while count() < 1:
+        alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no job completed within {start_timeout:.0f} s of worker start")
+        time.sleep(POLL_S)
+    first = time.perf_counter()
+    deadline = time.monotonic() + drain_timeout
+    while (done := count()) < n:
+        alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done}/{n} jobs done after {drain_timeout:.0f} s")
+        time.sleep(POLL_S)
+    elapsed = time.perf_counter() - first
+    return {"jobs_per_s": (n - 1) / elapsed, "jobs": n, "seconds": elapsed}
+
+
+def drain_timeout(n: int) -> float:
+    """Bound a drain by a floor rate of 20 jobs/s plus a minute."""
+    return 60.0 + n / 20.0

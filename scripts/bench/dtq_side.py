@@ -1,0 +1,216 @@
+"""Measurements of dtq, run in dtq's own venv (.venv) against the private Redis.
+
+The supervisor is started as ``python -m dtq ... supervise`` in its own
+process group with the benchmark plugins, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import sys
+import time
+
+import psutil
+import redis
+
+from scripts.bench.common import ROOT, drain_timeout, log_path, percentile, time_completions
+from scripts.bench.procs import Group, wait_until
+from scripts.bench.spin import SPIN_ITERATIONS, spin
+
+WARMUP_JOBS = 10
+SPIN_JOBS = 40
+PLUGINS = ("scripts.bench.dtq_plugins:Noop", "scripts.bench.dtq_plugins:Spin")
+
+
+def _url() -> str:
+    return os.environ["BENCH_REDIS_URL"]
+
+
+def _queue():
+    from dtq import Queue  # imported late so an unfinished dtq fails only its own rows
+
+    return Queue(_url(), queue="bench")
+
+
+def _flush() -> None:
+    redis.Redis.from_url(_url()).flushall()
+
+
+def _supervisor(what: str, burst: bool) -> Group:
+    argv = [sys.executable, "-m", "dtq", "--redis-url", _url(), "supervise",
+            "--workers", "2", "--queues", "bench"]
+    for plugin in PLUGINS:
+        argv += ["--plugin", plugin]
+    if burst:
+        argv.append("--burst")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return Group(argv, log_path("dtq", what), cwd=ROOT, env=env)
+
+
+def _alive_check(sup: Group, burst: bool):
+    def alive() -> None:
+        code = sup.proc.poll()
+        if code is not None and (code != 0 or not burst):
+            raise RuntimeError(f"supervisor exited {code}: {sup.log_tail()}")
+    return alive
+
+
+def _noop_jobs(n: int) -> list[dict]:
+    return [{"job": {"plugin": "noop", "data": {"i": i}}} for i in range(n)]
+
+
+def drain(jobs: int) -> dict:
+    """Enqueue n no-op jobs, then time a --burst supervisor draining them."""
+    q = _queue()
+    _flush()
+    q.enqueue_many(_noop_jobs(jobs))
+    sup = _supervisor("drain", burst=True)
+    try:
+        def count() -> int:
+            return int(q.stats()["done"])
+        result = time_completions(count, jobs, _alive_check(sup, True), 60.0, drain_timeout(jobs))
+        sup.proc.wait(30)
+        if sup.proc.returncode != 0:
+            raise RuntimeError(f"--burst supervisor exited {sup.proc.returncode}")
+    finally:
+        sup.stop()
+    _flush()
+    return result
+
+
+def _warm_up(q) -> None:
+    """Wait for the pool to serve jobs, so later timings exclude start-up."""
+    q.result(q.enqueue("noop", {"i": -1}), timeout=60.0)
+    for i in range(WARMUP_JOBS):
+        q.result(q.enqueue("noop", {"i": i}), timeout=10.0)
+
+
+def latency(samples: int) -> dict:
+    """Enqueue-to-start latency of single jobs on an idle, warmed-up pool."""
+    q = _queue()
+    _flush()
+    sup = _supervisor("latency", burst=False)
+    try:
+        _warm_up(q)
+        values = []
+        for i in range(samples):
+            time.sleep(random.uniform(0.005, 0.02))
+            t0 = time.time()
+            job_id = q.enqueue("noop", {"i": i})
+            values.append(q.result(job_id, timeout=10.0)["started"] - t0)
+    finally:
+        sup.stop()
+    _flush()
+    return {"p50_ms": percentile(values, 50) * 1e3, "p99_ms": percentile(values, 99) * 1e3}
+
+
+def bulk(jobs: int) -> dict:
+    """Rate of Queue.enqueue_many for n jobs, no supervisor running."""
+    q = _queue()
+    _flush()
+    payload = _noop_jobs(jobs)
+    start = time.perf_counter()
+    q.enqueue_many(payload)
+    elapsed = time.perf_counter() - start
+    _flush()
+    return {"jobs_per_s": jobs / elapsed, "jobs": jobs, "api": "Queue.enqueue_many"}
+
+
+def _spin_jobs() -> list[dict]:
+    return [{"job": {"plugin": "spin", "data": {}}} for _ in range(SPIN_JOBS)]
+
+
+def _pool_seconds() -> float:
+    """The same 40 spins on a bare fork Pool(2), pool start-up included."""
+    start = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(spin, [SPIN_ITERATIONS] * SPIN_JOBS, chunksize=1)
+    return time.perf_counter() - start
+
+
+def _burst_seconds(q) -> float:
+    """From starting a --burst supervisor on 40 queued spins to its exit."""
+    _flush()
+    q.enqueue_many(_spin_jobs())
+    start = time.perf_counter()
+    sup = _supervisor("cpu-burst", burst=True)
+    try:
+        code = sup.proc.wait(120)
+        elapsed = time.perf_counter() - start
+    finally:
+        sup.stop()
+    done = int(q.stats()["done"])
+    if code != 0 or done != SPIN_JOBS:
+        raise RuntimeError(f"--burst exited {code} with {done}/{SPIN_JOBS} done: {sup.log_tail()}")
+    return elapsed
+
+
+def _warm_seconds(q) -> float:
+    """From enqueueing 40 spins on an idle, running supervisor to the last result."""
+    _flush()
+    sup = _supervisor("cpu-warm", burst=False)
+    try:
+        _warm_up(q)
+        start = time.perf_counter()
+        for job_id in q.enqueue_many(_spin_jobs()):
+            q.result(job_id, timeout=120.0)
+        return time.perf_counter() - start
+    finally:
+        sup.stop()
+
+
+def cpu(jobs: int) -> dict:
+    """CPU-bound scaling: dtq cold (--burst) and warm against multiprocessing.Pool(2)."""
+    q = _queue()
+    pool_s = _pool_seconds()
+    burst_s = _burst_seconds(q)
+    warm_s = _warm_seconds(q)
+    _flush()
+    return {"pool_s": pool_s, "burst_s": burst_s, "warm_s": warm_s,
+            "burst_vs_pool": burst_s / pool_s, "warm_vs_pool": warm_s / pool_s}
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _pss_mib(proc: psutil.Process) -> tuple[float, int]:
+    """Sum of PSS of the supervisor and all its descendants, and the worker count."""
+    family = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_full_info().pss for p in family) / 2**20, len(family) - 1
+
+
+def _drain_cpu(q, proc: psutil.Process, jobs: int) -> float:
+    """Supervisor CPU seconds spent while a running pool drains n no-op jobs."""
+    target = int(q.stats()["done"]) + jobs
+    before = _cpu_seconds(proc)
+    q.enqueue_many(_noop_jobs(jobs))
+    wait_until(lambda: int(q.stats()["done"]) >= target, drain_timeout(jobs), what="drain")
+    return _cpu_seconds(proc) - before
+
+
+def overhead(jobs: int, idle_seconds: float) -> dict:
+    """Supervisor idle CPU%, CPU s per 10k no-op jobs, and PSS with 2 idle workers."""
+    q = _queue()
+    _flush()
+    sup = _supervisor("overhead", burst=False)
+    try:
+        _warm_up(q)
+        time.sleep(1.0)
+        proc = psutil.Process(sup.pid)
+        pss_mib, workers = _pss_mib(proc)
+        before, start = _cpu_seconds(proc), time.perf_counter()
+        time.sleep(idle_seconds)
+        idle_pct = 100 * (_cpu_seconds(proc) - before) / (time.perf_counter() - start)
+        per_10k = _drain_cpu(q, proc, jobs) * 10_000 / jobs
+    finally:
+        sup.stop()
+    _flush()
+    return {"idle_cpu_pct": idle_pct, "cpu_s_per_10k": per_10k,
+            "pss_mib": pss_mib, "workers": workers}
+
+
+MEASURES = {"drain": drain, "latency": latency, "bulk": bulk, "cpu": cpu, "overhead": overhead}
