@@ -24,8 +24,8 @@ from .paths import open_regular
 
 log = logging.getLogger(__name__)
 
-# Formats we decode. Others (EPS runs Ghostscript, for one) are refused on purpose.
-FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP", "DIB", "ICO", "PPM", "TGA")
+# Formats we decode (JPEG includes MPO). Others are refused on purpose: EPS runs Ghostscript.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "DIB", "ICO", "PPM", "TGA")
 JPEG_LIKE = ("JPEG", "MPO")
 EXIF_ORIENTATION = 0x0112
 TRANSPOSE = {
@@ -110,10 +110,13 @@ def render(im: Image.Image, opts: TileOptions) -> Image.Image:
         raise TileError(f"invalid image size {w}x{h}")
     if opts.max_pixels is not None and w * h > opts.max_pixels:
         raise TileError(f"refused: {w}x{h} is {w * h} pixels, over max_pixels={opts.max_pixels}")
+    jpeg = im.format in JPEG_LIKE  # from the content, never the file name
+    if not jpeg:
+        im.load()  # decode errors must surface here, not inside getexif() (PNG loads there)
     turn = orientation(im)
     box = opts.size if turn < 5 else (opts.size[1], opts.size[0])
     target = fit(im.size, box, opts.upscale)
-    if im.format in JPEG_LIKE:  # from the content, never the file name
+    if jpeg:
         im.draft("RGB", target)  # libjpeg scales by 1/2..1/8 while decoding
     tile = to_8bit(im)
     if tile.size != target:
@@ -165,6 +168,7 @@ def quiet_stderr(path: Path) -> Iterator[None]:
 
 def load_tile(path: Path, opts: TileOptions) -> Image.Image:
     """Decode ``path`` (already inside the sandbox) into an RGB tile, or raise TileError."""
+    Image.init()  # register every format named in FORMATS (cheap once done)
     try:
         fd = open_regular(path)
     except OSError as exc:
