@@ -23,10 +23,19 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 LABEL_PAD = 2  # pixels above and below the label text
 
 
+FONT_FILE = Path(__file__).with_name("fonts") / "DejaVuSans.ttf"
+
+
 @lru_cache(maxsize=8)
 def label_font(size: int) -> Font:
-    """Pillow's bundled font (no system font needed), cached per size."""
-    return ImageFont.load_default(size=size)
+    """The shipped DejaVu Sans (same look on every box, accents included), cached per size.
+
+    Pillow's bundled Aileron has no accented letters, so it is only the fallback.
+    """
+    try:
+        return ImageFont.truetype(str(FONT_FILE), size)
+    except (OSError, ImportError):
+        return ImageFont.load_default(size=size)
 
 
 def label_height(font: Font | None) -> int:

@@ -139,3 +139,8 @@ def test_progress_is_reported_per_tile(tmp_path: Path) -> None:
     assert plugin.process(job, ctx)["format"] == "WEBP"
     fractions = [f for f, _ in seen]
     assert len(seen) == 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_labels_use_the_shipped_font_with_accents() -> None:
+    font = label_font(12)
+    assert font.getname()[0] == "DejaVu Sans"  # Pillow's own Aileron draws é as a box
