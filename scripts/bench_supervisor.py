@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--dtq-python", type=Path, default=ROOT / ".venv" / "bin" / "python")
+    parser.add_argument("--dtq-args", default="",
+                        help="extra arguments for `dtq supervise`, e.g. --dtq-args=--no-entry-points")
     args = parser.parse_args(argv)
     args.only = _pick(args.only, TOOLS, parser)
     args.measure = _pick(args.measure, MEASURES, parser)
@@ -230,14 +232,16 @@ def _best_peer(results: dict, key: str, lower_better: bool) -> float | None:
     return min(values) if lower_better else max(values)
 
 
-def _row(tool: str, result: dict, columns: list, best: float | None, args) -> list[str]:
+def _row(tool: str, result: dict, columns: list, best: float | None, ratio: bool,
+         args: argparse.Namespace) -> list[str]:
     median = result["median"]
     cells = [tool]
     for key, _label, fmt in columns:
         cells.append(fmt.format(median[key]) if key in median else "-")
     value = median.get(columns[0][0])
-    ok = best and isinstance(value, (int, float))
-    cells.append(f"{value / best:.2f}x" if ok else "-")
+    if ratio:
+        ok = best and isinstance(value, (int, float))
+        cells.append(f"{value / best:.2f}x" if ok else "-")
     notes = []
     if len(result["runs"]) < args.runs:
         notes.append(f"{len(result['runs'])}/{args.runs} runs")
@@ -251,8 +255,10 @@ def format_table(measure: str, results: dict, args: argparse.Namespace) -> str:
     """One measurement as an aligned text table with the ratio to the best peer."""
     columns, lower_better = COLUMNS[measure]
     best = _best_peer(results, columns[0][0], lower_better)
-    header = ["tool", *(label for _key, label, _fmt in columns), "x best peer", "notes"]
-    rows = [header] + [_row(t, r, columns, best, args) for t, r in results.items()]
+    ratio = measure not in DTQ_ONLY
+    header = ["tool", *(label for _key, label, _fmt in columns)]
+    header += ["x best peer", "notes"] if ratio else ["notes"]
+    rows = [header] + [_row(t, r, columns, best, ratio, args) for t, r in results.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = [TITLES[measure]]
     for row in rows:
@@ -269,6 +275,7 @@ def run_all(args: argparse.Namespace, redis_url: str) -> dict:
         peer_python = ensure_peer_venv()
         pythons.update({tool: peer_python for tool in PEERS})
     os.environ["BENCH_REDIS_URL"] = redis_url
+    os.environ["BENCH_DTQ_ARGS"] = args.dtq_args
     results: dict = {}
     for measure in args.measure:
         tools = [t for t in args.only if t == "dtq" or measure not in DTQ_ONLY]
@@ -315,4 +322,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
+        print("\ninterrupted: workers and redis-server stopped", file=sys.stderr)
         sys.exit(130)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import shlex
 import sys
 import time
 
@@ -39,12 +40,14 @@ def _flush() -> None:
 
 
 def _supervisor(what: str, burst: bool) -> Group:
-    argv = [sys.executable, "-m", "dtq", "--redis-url", _url(), "supervise",
-            "--workers", "2", "--queues", "bench"]
+    # Warning level, like every peer's worker: per-job INFO lines would cost dtq alone.
+    argv = [sys.executable, "-m", "dtq", "--log-level", "warning", "--redis-url", _url(),
+            "supervise", "--workers", "2", "--queues", "bench"]
     for plugin in PLUGINS:
         argv += ["--plugin", plugin]
     if burst:
         argv.append("--burst")
+    argv += shlex.split(os.environ.get("BENCH_DTQ_ARGS", ""))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return Group(argv, log_path("dtq", what), cwd=ROOT, env=env)
 
@@ -80,9 +83,24 @@ def drain(jobs: int) -> dict:
     return result
 
 
-def _warm_up(q) -> None:
-    """Wait for the pool to serve jobs, so later timings exclude start-up."""
-    q.result(q.enqueue("noop", {"i": -1}), timeout=60.0)
+def _warm_up(q, sup: Group) -> None:
+    """Wait for the pool to serve jobs, so later timings exclude start-up.
+
+    The first result is awaited in 1 s slices so that a supervisor that dies
+    at start-up is reported at once instead of after the whole timeout.
+    """
+    from dtq.errors import ResultTimeout
+
+    alive, job_id = _alive_check(sup, burst=False), q.enqueue("noop", {"i": -1})
+    deadline = time.monotonic() + 60.0
+    while True:
+        alive()
+        try:
+            q.result(job_id, timeout=1.0)
+            break
+        except ResultTimeout:
+            if time.monotonic() > deadline:
+                raise
     for i in range(WARMUP_JOBS):
         q.result(q.enqueue("noop", {"i": i}), timeout=10.0)
 
@@ -93,7 +111,7 @@ def latency(samples: int) -> dict:
     _flush()
     sup = _supervisor("latency", burst=False)
     try:
-        _warm_up(q)
+        _warm_up(q, sup)
         values = []
         for i in range(samples):
             time.sleep(random.uniform(0.005, 0.02))
@@ -152,7 +170,7 @@ def _warm_seconds(q) -> float:
     _flush()
     sup = _supervisor("cpu-warm", burst=False)
     try:
-        _warm_up(q)
+        _warm_up(q, sup)
         start = time.perf_counter()
         for job_id in q.enqueue_many(_spin_jobs()):
             q.result(job_id, timeout=120.0)
@@ -198,7 +216,7 @@ def overhead(jobs: int, idle_seconds: float) -> dict:
     _flush()
     sup = _supervisor("overhead", burst=False)
     try:
-        _warm_up(q)
+        _warm_up(q, sup)
         time.sleep(1.0)
         proc = psutil.Process(sup.pid)
         pss_mib, workers = _pss_mib(proc)
