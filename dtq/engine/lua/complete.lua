@@ -1,0 +1,29 @@
+-- complete: record successful attempts, fenced by attempt and holder.
+-- KEYS[1] running set. ARGV: prefix, now_ms, holder, default_ttl_ms, then groups
+-- of 4: id, attempt, result_json, record_json. Returns 1 (recorded) or 0 (stale) per job.
+-- Written for the drain hot path: one HMGET, one HSET and one PEXPIRE per job.
+local prefix, now, holder, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local out, done_ids = {}, {}
+for i = 5, #ARGV, 4 do
+  local id, attempt = ARGV[i], ARGV[i + 1]
+  local jkey = prefix .. 'job:' .. id
+  local cur = redis.call('HMGET', jkey, 'state', 'attempt', 'holder', 'history', 'result_ttl',
+                         'waiters')
+  if cur[1] == 'running' and cur[2] == attempt and cur[3] == holder then
+    local history = cur[4] and (string.sub(cur[4], 1, -2) .. ',' .. ARGV[i + 3] .. ']')
+                    or ('[' .. ARGV[i + 3] .. ']')
+    redis.call('HSET', jkey, 'result', ARGV[i + 2], 'error', '', 'history', history,
+               'state', 'done', 'finished_at', now, 'holder', '')
+    redis.call('PEXPIRE', jkey, cur[5] and math.floor(tonumber(cur[5]) * 1000) or ttl)
+    if cur[6] then notify_waiters(prefix, id, jkey) end
+    done_ids[#done_ids + 1] = id
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #done_ids > 0 then
+  redis.call('ZREM', prefix .. 'running', unpack(done_ids))
+  redis.call('HINCRBY', prefix .. 'stats', 'done', #done_ids)
+end
+return out

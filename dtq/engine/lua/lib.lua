@@ -1,0 +1,110 @@
+-- Shared helpers, prepended to every dtq script (see dtq/engine/scripts.py).
+-- Job hashes live at <prefix>job:<id>; every key of a queue shares <prefix>,
+-- which carries the queue's hash tag.
+local PRIORITY_SHIFT = 4398046511104 -- 2^42: strict priority bands, FIFO within one
+
+local function ready_score(prefix, priority)
+  local seq = redis.call('INCR', prefix .. 'seq')
+  return -tonumber(priority) * PRIORITY_SHIFT + seq
+end
+
+-- Put a job that is not running back where it can be claimed: ready now, or delayed.
+local function make_available(prefix, id, jkey, run_at, now)
+  if run_at and run_at > now then
+    redis.call('ZADD', prefix .. 'delayed', run_at, id)
+    redis.call('HSET', jkey, 'state', 'scheduled', 'run_at', run_at)
+    return 'scheduled'
+  end
+  local priority = redis.call('HGET', jkey, 'priority') or 0
+  redis.call('ZADD', prefix .. 'ready', ready_score(prefix, priority), id)
+  redis.call('HSET', jkey, 'state', 'queued')
+  return 'queued'
+end
+
+-- Append one attempt record (a JSON object) to the job's history (a JSON array).
+local function add_history(jkey, record)
+  local history = redis.call('HGET', jkey, 'history')
+  if not history or history == '' then
+    history = '[' .. record .. ']'
+  else
+    history = string.sub(history, 1, -2) .. ',' .. record .. ']'
+  end
+  redis.call('HSET', jkey, 'history', history)
+end
+
+-- Wake clients blocked in `wait` on this job (they registered in the 'waiters' field).
+local function notify_waiters(prefix, id, jkey)
+  local waiters = tonumber(redis.call('HGET', jkey, 'waiters') or '0')
+  if waiters > 0 then
+    local nkey = prefix .. 'notify:' .. id
+    for _ = 1, waiters do redis.call('RPUSH', nkey, '1') end
+    redis.call('PEXPIRE', nkey, 60000)
+    redis.call('HDEL', jkey, 'waiters')
+  end
+end
+
+-- Move a finished job out of the running set and give it its result TTL.
+local function finish(prefix, id, jkey, state, now, default_ttl_ms)
+  redis.call('HSET', jkey, 'state', state, 'finished_at', now, 'holder', '')
+  redis.call('ZREM', prefix .. 'running', id)
+  redis.call('HINCRBY', prefix .. 'stats', state, 1)
+  if state == 'dead' then
+    redis.call('ZADD', prefix .. 'dead', now, id)
+  else
+    local ttl = redis.call('HGET', jkey, 'result_ttl')
+    local ttl_ms = ttl and math.floor(tonumber(ttl) * 1000) or default_ttl_ms
+    redis.call('PEXPIRE', jkey, ttl_ms)
+  end
+  notify_waiters(prefix, id, jkey)
+end
+
+-- One failed attempt: retry after an exponential backoff with jitter, or dead-letter.
+-- Returns the job's new state.
+local function fail_attempt(prefix, id, jkey, reason, record, permanent, jitter, now, defaults)
+  redis.call('HSET', jkey, 'error', reason)
+  add_history(jkey, record)
+  redis.call('HINCRBY', prefix .. 'stats', 'failed', 1)
+  local failures = redis.call('HINCRBY', jkey, 'failures', 1)
+  local max_attempts = tonumber(redis.call('HGET', jkey, 'max_attempts') or defaults.max_attempts)
+  if permanent == '1' or failures >= max_attempts then
+    finish(prefix, id, jkey, 'dead', now, defaults.ttl_ms)
+    return 'dead'
+  end
+  local base = tonumber(redis.call('HGET', jkey, 'backoff') or defaults.backoff)
+  local delay = math.min(base * 2 ^ (failures - 1), 3600) * (0.5 + tonumber(jitter))
+  redis.call('ZREM', prefix .. 'running', id)
+  redis.call('HSET', jkey, 'holder', '')
+  redis.call('HINCRBY', prefix .. 'stats', 'retried', 1)
+  return make_available(prefix, id, jkey, now + math.floor(delay * 1000), now)
+end
+
+-- Store one validated job unless its id exists; returns 'new:<state>' or the existing
+-- state. One HSET and one ZADD per job: this is the bulk-enqueue hot path.
+local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
+  local jkey = prefix .. 'job:' .. id
+  local existing = redis.call('HGET', jkey, 'state')
+  if existing then return existing end
+  local opts = cjson.decode(opts_json)
+  local state
+  run_at = tonumber(run_at)
+  if run_at and run_at > now then
+    redis.call('ZADD', prefix .. 'delayed', run_at, id)
+    state = 'scheduled'
+  else
+    redis.call('ZADD', prefix .. 'ready', ready_score(prefix, opts.priority or 0), id)
+    state = 'queued'
+  end
+  local args = {'id', id, 'plugin', plugin, 'data', data, 'attempt', 0, 'failures', 0,
+                'enqueued_at', now, 'state', state}
+  for k, v in pairs(opts) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  redis.call('HSET', jkey, unpack(args))
+  return 'new:' .. state
+end
+
+local function is_current(jkey, attempt, holder)
+  local cur = redis.call('HMGET', jkey, 'state', 'attempt', 'holder')
+  return cur[1] == 'running' and cur[2] == attempt and cur[3] == holder
+end

@@ -1,0 +1,429 @@
+"""The Redis engine: jobs in hashes, ready/delayed/running sorted sets, Lua for every change.
+
+Every state change of a job is one Lua script (atomic, keys of one queue only);
+bulk paths send one script call per chunk of jobs. See docs/protocol.md for the
+keys and docs/reliability.md for the guarantees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from dtq import keys
+from dtq.engine.base import (
+    ClaimedJob,
+    ClaimResult,
+    Defaults,
+    Engine,
+    EnqueueResult,
+    JobStatus,
+    Outcome,
+    RenewResult,
+    SupervisorInfo,
+)
+from dtq.engine.records import status_from_hash
+from dtq.engine.redis_listener import RedisListener
+from dtq.engine.scripts import SCRIPT_NAMES, script_source
+from dtq.errors import EngineUnavailable, InvalidJob
+from dtq.job import Job, parse_envelope, parse_id
+
+DEFAULT_URL = "redis://localhost:6379/0"
+CHUNK = 500  # jobs per script call: bounded ARGV, no long stall of the server
+_RECOVER_JITTER = 0.5
+
+
+def default_url() -> str:
+    return os.environ.get("DTQ_REDIS_URL") or DEFAULT_URL
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class RedisEngine(Engine):
+    """The default engine. ``url`` may carry a password, an ACL user and ``rediss://``."""
+
+    def __init__(self, url: str | None = None, *, client: redis.Redis | None = None,
+                 defaults: Defaults | None = None, clock: Callable[[], float] = time.time,
+                 socket_timeout: float = 10.0) -> None:
+        self.url = url or default_url()
+        self.defaults = defaults or Defaults()
+        self._clock = clock
+        try:
+            self.client = client or redis.Redis.from_url(
+                self.url, socket_timeout=socket_timeout, socket_connect_timeout=2.0,
+                health_check_interval=30)
+        except ValueError as exc:
+            raise EngineUnavailable(f"bad Redis URL {self.url!r}: {exc}") from None
+        self._shas = {n: hashlib.sha1(script_source(n).encode()).hexdigest() for n in SCRIPT_NAMES}
+
+    # --- plumbing ----------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
+        except redis.AuthenticationError as exc:
+            raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
+                raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
+            raise
+
+    def _where(self) -> str:
+        kw = self.client.connection_pool.connection_kwargs
+        return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
+
+    def _load_scripts(self) -> None:
+        """(Re)load every script: after a Redis restart its script cache is empty."""
+        for name in SCRIPT_NAMES:
+            self._shas[name] = self.client.script_load(script_source(name))
+
+    def _run(self, name: str, key: str, args: Sequence[Any]) -> Any:
+        """One script call by SHA, loading the scripts when Redis does not know them."""
+        try:
+            return self.client.evalsha(self._shas[name], 1, key, *args)
+        except redis.exceptions.NoScriptError:
+            self._load_scripts()
+            return self.client.evalsha(self._shas[name], 1, key, *args)
+
+    def _run_many(self, calls: Sequence[tuple[str, str, Sequence[Any]]],
+                  extra: Callable[[Any], None] | None = None) -> list[Any]:
+        """Several script calls in one round trip (plus ``extra`` commands queued first).
+
+        A call refused with NOSCRIPT did nothing, so only those are sent again.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        if extra is not None:
+            extra(pipe)
+        skip = len(pipe)
+        for name, key, args in calls:
+            pipe.evalsha(self._shas[name], 1, key, *args)
+        replies = pipe.execute(raise_on_error=False)[skip:]
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            self._load_scripts()
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                name, key, args = calls[i]
+                pipe.evalsha(self._shas[name], 1, key, *args)
+            for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def ping(self) -> None:
+        with self._errors():
+            self.client.ping()
+
+    # --- producers -----------------------------------------------------------
+    @staticmethod
+    def _job_args(job: Job) -> list[Any]:
+        opts = job.options.to_wire()
+        run_at = opts.pop("run_at", None)
+        return [job.id, job.plugin, job.data_json, json.dumps(opts),
+                "" if run_at is None else int(run_at * 1000)]
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[EnqueueResult]:
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for index, job in enumerate(jobs):
+            by_queue[job.options.queue].append(index)
+        now = self._now_ms()
+        calls: list[tuple[str, str, list[Any]]] = []
+        spans: list[tuple[str, Sequence[int]]] = []
+        for queue, indexes in by_queue.items():
+            qk = keys.QueueKeys(queue)
+            for chunk in _chunks(indexes):
+                args: list[Any] = [qk.prefix, now]
+                for i in chunk:
+                    args.extend(self._job_args(jobs[i]))
+                calls.append(("enqueue", qk.ready, args))
+                spans.append((queue, chunk))
+        with self._errors():
+            replies = self._run_many(calls, extra=lambda p: p.sadd(keys.QUEUES, *by_queue)) if calls else []
+        results: list[EnqueueResult | None] = [None] * len(jobs)
+        for (queue, chunk), states in zip(spans, replies, strict=True):
+            for i, state in zip(chunk, states, strict=True):
+                state = _s(state)
+                created = state.startswith("new:")
+                results[i] = EnqueueResult(jobs[i].id, queue, created, state.removeprefix("new:"))
+        return [r for r in results if r is not None]
+
+    # --- supervisors ---------------------------------------------------------
+    def claim(self, queue: str, holder: str, count: int, lease: float) -> ClaimResult:
+        qk = keys.QueueKeys(queue)
+        with self._errors():
+            reply = self._run("claim", qk.ready,
+                              [qk.prefix, self._now_ms(), count, holder, int(lease * 1000)])
+        next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
+        jobs = []
+        for i in range(1, len(reply), 7):
+            timeout, memory = _s(reply[i + 4]), _s(reply[i + 5])
+            jobs.append(ClaimedJob(
+                id=_s(reply[i]), queue=queue, attempt=int(reply[i + 1]), plugin=_s(reply[i + 2]),
+                data_json=_s(reply[i + 3]), timeout=float(timeout) if timeout else None,
+                memory_limit=int(float(memory)) if memory else None,
+                failures=int(reply[i + 6] or 0)))
+        return ClaimResult(jobs, next_due)
+
+    def admit_inbox(self, queue: str, limit: int = 100) -> int:
+        qk = keys.QueueKeys(queue)
+        with self._errors():
+            for _ in range(5):  # another supervisor may admit the same head first
+                raw_entries = self.client.lrange(qk.inbox, 0, limit - 1)
+                if not raw_entries:
+                    return 0
+                args: list[Any] = [qk.prefix, self._now_ms(), len(raw_entries)]
+                for raw in raw_entries:
+                    args.extend(self._admission(queue, raw))
+                admitted = int(self._run("admit", qk.inbox, args))
+                if admitted >= 0:
+                    self.client.sadd(keys.QUEUES, queue)
+                    return admitted
+        return 0
+
+    def _admission(self, queue: str, raw: bytes) -> list[Any]:
+        """The 7 script arguments for one inbox entry: a valid job, or a dead letter."""
+        try:
+            job = parse_envelope(raw)
+            if job.options.queue != queue:
+                raise InvalidJob("options.queue", f"says {job.options.queue!r} but the entry "
+                                 f"was pushed to the inbox of {queue!r}")
+            return [raw, "1", *self._job_args(job)]
+        except InvalidJob as exc:
+            return [raw, "0", self._dead_letter_id(raw), str(exc), "", "", ""]
+
+    @staticmethod
+    def _dead_letter_id(raw: bytes) -> str:
+        """The producer's id when one can be read (so it can look the job up), else a new one."""
+        try:
+            return "bad-" + parse_id(json.loads(raw)["id"])[:100]
+        except Exception:  # noqa: BLE001 - any unreadable entry gets a fresh id
+            return f"bad-{int(time.time() * 1000)}-{random.getrandbits(40):010x}"
+
+    def renew(self, holder: str, jobs: Sequence[ClaimedJob], lease: float) -> RenewResult:
+        lost: list[str] = []
+        cancel: list[str] = []
+        now = self._now_ms()
+        with self._errors():
+            for queue, held in self._by_queue(jobs).items():
+                qk = keys.QueueKeys(queue)
+                args: list[Any] = [qk.prefix, now, holder, int(lease * 1000)]
+                for job in held:
+                    args += [job.id, job.attempt]
+                reply = [_s(x) for x in self._run("renew", qk.running, args)]
+                split = reply.index("|")
+                lost += reply[:split]
+                cancel += reply[split + 1:]
+        return RenewResult(lost, cancel)
+
+    @staticmethod
+    def _by_queue(jobs: Sequence[ClaimedJob]) -> dict[str, list[ClaimedJob]]:
+        grouped: dict[str, list[ClaimedJob]] = defaultdict(list)
+        for job in jobs:
+            grouped[job.queue].append(job)
+        return grouped
+
+    def finish(self, holder: str, outcomes: Sequence[Outcome]) -> list[str]:
+        now = self._now_ms()
+        ttl = int(self.defaults.result_ttl * 1000)
+        order: list[tuple[str, list[int]]] = []
+        calls: list[tuple[str, str, list[Any]]] = []
+        grouped: dict[tuple[str, bool], list[int]] = defaultdict(list)
+        for i, out in enumerate(outcomes):
+            grouped[(out.job.queue, out.kind == "done")].append(i)
+        for (queue, done), indexes in grouped.items():
+            qk = keys.QueueKeys(queue)
+            for chunk in _chunks(indexes):
+                calls.append(self._finish_call(qk, done, [outcomes[i] for i in chunk], now, holder, ttl))
+                order.append(("done" if done else "fail", list(chunk)))
+        with self._errors():
+            replies = self._run_many(calls)
+        states = ["stale"] * len(outcomes)
+        for (kind, chunk), reply in zip(order, replies, strict=True):
+            for i, value in zip(chunk, reply, strict=True):
+                states[i] = ("done" if int(value) else "stale") if kind == "done" else _s(value)
+        return states
+
+    def _finish_call(self, qk: keys.QueueKeys, done: bool, outs: list[Outcome], now: int,
+                     holder: str, ttl: int) -> tuple[str, str, list[Any]]:
+        if done:
+            args: list[Any] = [qk.prefix, now, holder, ttl]
+            for out in outs:
+                args += [out.job.id, out.job.attempt, out.result_json, json.dumps(out.record)]
+            return ("complete", qk.running, args)
+        d = self.defaults
+        args = [qk.prefix, now, holder, ttl, d.max_attempts, d.backoff]
+        for out in outs:
+            args += [out.job.id, out.job.attempt, out.reason, json.dumps(out.record), out.kind,
+                     random.random()]
+        return ("fail", qk.running, args)
+
+    def set_progress(self, progress: dict[tuple[str, str], dict[str, Any]]) -> None:
+        calls = [("progress", keys.QueueKeys(queue).job(job_id), [json.dumps(value)])
+                 for (queue, job_id), value in progress.items()]
+        with self._errors():
+            self._run_many(calls)
+
+    def give_back(self, holder: str, jobs: Sequence[ClaimedJob]) -> int:
+        given = 0
+        with self._errors():
+            for queue, held in self._by_queue(jobs).items():
+                qk = keys.QueueKeys(queue)
+                args: list[Any] = [qk.prefix, self._now_ms(), holder]
+                for job in held:
+                    args += [job.id, job.attempt]
+                given += sum(int(x) for x in self._run("give_back", qk.running, args))
+        return given
+
+    def recover(self, queue: str, holder: str | None = None,
+                limit: int = 1000) -> list[tuple[str, str]]:
+        qk = keys.QueueKeys(queue)
+        d = self.defaults
+        with self._errors():
+            reply = self._run("recover", qk.running, [
+                qk.prefix, self._now_ms(), int(d.result_ttl * 1000), d.max_attempts, d.backoff,
+                limit, holder or "", random.random() * _RECOVER_JITTER * 2])
+        return [(_s(reply[i]), _s(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    def heartbeat(self, info: SupervisorInfo, ttl: float) -> dict[str, str]:
+        key = keys.supervisor_info(info.name)
+        fields = {"host": info.host or socket.gethostname(), "pid": info.pid,
+                  "workers": info.workers, "busy": info.busy, "queues": ",".join(info.queues),
+                  "started_at": info.started_at, "extra": json.dumps(info.extra)}
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(keys.SUPERVISORS, {info.name: self._now_ms()})
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, int(ttl * 1000))
+            pipe.hgetall(key + ":control")
+            control = pipe.execute()[-1]
+        return {_s(k): _s(v) for k, v in control.items()}
+
+    def unregister(self, name: str) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(keys.SUPERVISORS, name)
+            pipe.delete(keys.supervisor_info(name), keys.supervisor_info(name) + ":control")
+            pipe.execute()
+
+    def supervisors(self) -> list[SupervisorInfo]:
+        now = self._clock()
+        with self._errors():
+            beats = self.client.zrange(keys.SUPERVISORS, 0, -1, withscores=True)
+            pipe = self.client.pipeline(transaction=False)
+            for name, _ in beats:
+                pipe.hgetall(keys.supervisor_info(_s(name)))
+            infos = pipe.execute()
+        out = []
+        for (name, beat), raw in zip(beats, infos, strict=True):
+            h = {_s(k): _s(v) for k, v in raw.items()}
+            out.append(SupervisorInfo(
+                name=_s(name), host=h.get("host", ""), pid=int(h.get("pid") or 0),
+                workers=int(h.get("workers") or 0), busy=int(h.get("busy") or 0),
+                queues=[q for q in h.get("queues", "").split(",") if q],
+                heartbeat_age=max(0.0, now - beat / 1000.0),
+                started_at=float(h.get("started_at") or 0),
+                extra=json.loads(h["extra"]) if h.get("extra") else {}))
+        return out
+
+    def forget_supervisors(self, older_than: float) -> list[str]:
+        """Drop registry entries whose heartbeat is older than ``older_than`` seconds."""
+        cutoff = self._now_ms() - int(older_than * 1000)
+        with self._errors():
+            names = [_s(n) for n in self.client.zrangebyscore(keys.SUPERVISORS, "-inf", cutoff)]
+            if names:
+                self.client.zrem(keys.SUPERVISORS, *names)
+        return names
+
+    def queues(self) -> list[str]:
+        with self._errors():
+            return sorted(_s(q) for q in self.client.smembers(keys.QUEUES))
+
+    def listen(self, queues: Sequence[str], name: str) -> RedisListener:
+        with self._errors():
+            return RedisListener(self.client, queues, name)
+
+    def send_control(self, name: str, command: dict[str, Any]) -> bool:
+        with self._errors():
+            if self.client.zscore(keys.SUPERVISORS, name) is None:
+                return False
+            if "workers" in command:
+                self.client.hset(keys.supervisor_info(name) + ":control",
+                                 "workers", int(command["workers"]))
+            self.client.publish(keys.control_channel(name), json.dumps(command))
+        return True
+
+    # --- clients and operators -------------------------------------------------
+    def status(self, job_id: str, queue: str) -> JobStatus | None:
+        with self._errors():
+            raw = self.client.hgetall(keys.QueueKeys(queue).job(job_id))
+        return status_from_hash(queue, raw) if raw else None
+
+    def wait(self, job_id: str, queue: str, timeout: float | None) -> JobStatus | None:
+        qk = keys.QueueKeys(queue)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._errors():
+            state = _s(self._run("watch", qk.job(job_id), []))
+            while state not in ("done", "dead", "cancelled", "missing"):
+                left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+                if left <= 0:
+                    if self.client.hincrby(qk.job(job_id), "waiters", -1) < 0:
+                        self.client.hdel(qk.job(job_id), "waiters")
+                    break
+                # BLPOP blocks server-side; the 5 s slices only keep the socket timeout happy.
+                self.client.blpop([qk.notify(job_id)], timeout=max(left, 0.01))
+                state = _s(self.client.hget(qk.job(job_id), "state") or b"missing")
+        return self.status(job_id, queue)
+
+    def cancel(self, job_id: str, queue: str) -> str:
+        qk = keys.QueueKeys(queue)
+        with self._errors():
+            outcome, holder = (_s(x) for x in self._run(
+                "cancel", qk.ready, [qk.prefix, self._now_ms(), job_id,
+                                     int(self.defaults.result_ttl * 1000)]))
+            if outcome == "requested" and holder:
+                self.client.publish(keys.control_channel(holder),
+                                    json.dumps({"cancel": job_id, "queue": queue}))
+        return outcome
+
+    def stats(self, queue: str) -> dict[str, int]:
+        qk = keys.QueueKeys(queue)
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcard(qk.ready)
+            pipe.zcard(qk.delayed)
+            pipe.zcard(qk.running)
+            pipe.zcard(qk.dead)
+            pipe.llen(qk.inbox)
+            pipe.hgetall(qk.stats)
+            pipe.exists(qk.paused)
+            ready, scheduled, running, dead, inbox, counters, paused = pipe.execute()
+        out = {"ready": ready, "scheduled": scheduled, "running": running, "dead": dead,
+               "inbox": inbox, "paused": int(paused)}
+        for name in ("enqueued", "done", "failed", "retried", "cancelled", "malformed"):
+            out[name] = int(counters.get(name.encode(), 0))
+        out["dead_total"] = int(counters.get(b"dead", 0))
+        return out

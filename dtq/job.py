@@ -1,0 +1,248 @@
+"""The job model: the JSON envelope producers send, its options, and validation.
+
+The wire format is the Perl module's envelope, extended with optional options:
+
+    {"id": "21876931", "job": {"plugin": "montage_image", "data": {...}},
+     "options": {"queue": "default", "timeout": 30, "priority": 0, ...}}
+
+Everything here is pure (no Redis, no OS) so producers, the engine and the
+supervisor agree on one definition of a valid job.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from dtq.errors import InvalidJob
+
+MAX_ENVELOPE_BYTES = 1024 * 1024  # documented limit on one encoded envelope
+MAX_NESTING = 64  # documented limit on JSON depth inside an envelope
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,128}$")
+QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+PRIORITY_RANGE = (-1000, 1000)
+ENVELOPE_FIELDS = frozenset({"id", "job", "options"})
+JOB_FIELDS = frozenset({"plugin", "data"})
+
+
+class JobState(str, enum.Enum):
+    """The states a job goes through (see docs/protocol.md)."""
+
+    QUEUED = "queued"  # in the ready set, waiting for a worker
+    SCHEDULED = "scheduled"  # waiting for its run-at time (delay or retry backoff)
+    RUNNING = "running"  # claimed by a supervisor under a lease
+    DONE = "done"  # finished; result kept for result_ttl
+    DEAD = "dead"  # failed for good; in the dead-letter queue
+    CANCELLED = "cancelled"  # removed by an operator
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.DEAD, JobState.CANCELLED)
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: Any, field_name: str = "memory_limit") -> int:
+    """Bytes from an int or a string like '512M', '1.5G', '2GiB'."""
+    if isinstance(value, bool):
+        raise InvalidJob(field_name, "must be a size such as 536870912 or '512M'")
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
+        if m and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise InvalidJob(field_name, f"must be a positive size such as 536870912 or '512M', got {value!r}")
+
+
+def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidJob(f"options.{name}", f"must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidJob(f"options.{name}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return float(value)
+
+
+def _int_in(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"options.{name}", f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidJob(f"options.{name}", f"must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Per-job options; None means 'use the queue's or the supervisor's default'."""
+
+    queue: str = "default"
+    timeout: float | None = None  # seconds
+    memory_limit: int | None = None  # bytes
+    max_attempts: int | None = None
+    backoff: float | None = None  # base seconds of the exponential retry backoff
+    priority: int = 0  # strict: higher runs first
+    run_at: float | None = None  # epoch seconds; absent means now
+    result_ttl: float | None = None  # seconds the result is kept
+
+    def to_wire(self) -> dict[str, Any]:
+        """The options a job carries in Redis (only those that are set)."""
+        out: dict[str, Any] = {"queue": self.queue, "priority": self.priority}
+        for name in ("timeout", "memory_limit", "max_attempts", "backoff", "run_at", "result_ttl"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+OPTION_NAMES = frozenset(
+    {"queue", "timeout", "memory_limit", "max_attempts", "backoff", "priority",
+     "run_at", "delay", "result_ttl"}
+)
+
+
+def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "default") -> JobOptions:
+    """Validate the ``options`` object of an envelope (``delay`` becomes ``run_at``)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidJob("options", f"must be an object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - OPTION_NAMES)
+    if unknown:
+        known = ", ".join(sorted(OPTION_NAMES))
+        raise InvalidJob(f"options.{unknown[0]}", f"unknown option (known: {known})")
+    queue = raw.get("queue", default_queue)
+    if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
+        raise InvalidJob("options.queue", f"must match {QUEUE_PATTERN.pattern}, got {queue!r}")
+    if "delay" in raw and "run_at" in raw:
+        raise InvalidJob("options.delay", "give either delay or run_at, not both")
+    run_at = None
+    if "run_at" in raw:
+        run_at = _positive_number("run_at", raw["run_at"])
+    elif "delay" in raw:
+        delay = _positive_number("delay", raw["delay"], allow_zero=True)
+        run_at = (time.time() if now is None else now) + delay if delay else None
+    return JobOptions(
+        queue=queue,
+        timeout=_positive_number("timeout", raw["timeout"]) if "timeout" in raw else None,
+        memory_limit=parse_size(raw["memory_limit"], "options.memory_limit")
+        if "memory_limit" in raw else None,
+        max_attempts=_int_in("max_attempts", raw["max_attempts"], 1, 1000)
+        if "max_attempts" in raw else None,
+        backoff=_positive_number("backoff", raw["backoff"], allow_zero=True)
+        if "backoff" in raw else None,
+        priority=_int_in("priority", raw.get("priority", 0), *PRIORITY_RANGE),
+        run_at=run_at,
+        result_ttl=_positive_number("result_ttl", raw["result_ttl"])
+        if "result_ttl" in raw else None,
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job, ready to be stored by an engine."""
+
+    id: str
+    plugin: str
+    data: Any
+    options: JobOptions = field(default_factory=JobOptions)
+    data_json: str = ""  # the data, encoded once
+
+    def to_envelope(self) -> dict[str, Any]:
+        return {"id": self.id, "job": {"plugin": self.plugin, "data": self.data},
+                "options": self.options.to_wire()}
+
+
+def new_job_id() -> str:
+    """A random, URL-safe id for jobs whose producer gave none."""
+    return uuid.uuid4().hex
+
+
+def _check_depth(value: Any, limit: int = MAX_NESTING) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidJob("job.data", f"nested deeper than {limit} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def parse_id(raw: Any) -> str:
+    """A job id: a string (or integer, as Perl producers send) of safe characters."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise InvalidJob("id", f"must be a string, got {type(raw).__name__}")
+    job_id = str(raw)
+    if not ID_PATTERN.match(job_id):
+        raise InvalidJob("id", f"must be 1-128 characters of [A-Za-z0-9_.:@+=-], got {job_id[:40]!r}")
+    return job_id
+
+
+def build_job(plugin: Any, data: Any, job_id: Any = None, options: Any = None,
+              *, now: float | None = None, default_queue: str = "default") -> Job:
+    """Validate the parts of a job and return it, with an id generated when none is given."""
+    if not isinstance(plugin, str) or not PLUGIN_PATTERN.match(plugin):
+        raise InvalidJob("job.plugin", f"must be a plugin name like 'montage_image', got {plugin!r}")
+    _check_depth(data)
+    try:
+        data_json = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob("job.data", f"is not JSON-serialisable: {exc}") from None
+    if len(data_json.encode()) > MAX_ENVELOPE_BYTES:
+        raise InvalidJob("job.data", f"is larger than {MAX_ENVELOPE_BYTES} bytes")
+    return Job(
+        id=new_job_id() if job_id is None else parse_id(job_id),
+        plugin=plugin,
+        data=data,
+        options=parse_options(options, now=now, default_queue=default_queue),
+        data_json=data_json,
+    )
+
+
+def parse_envelope(envelope: Any, *, now: float | None = None, default_queue: str = "default") -> Job:
+    """Validate an envelope (a dict, or its JSON text/bytes); raise InvalidJob naming the field."""
+    if isinstance(envelope, (bytes, bytearray)):
+        if len(envelope) > MAX_ENVELOPE_BYTES:
+            raise InvalidJob("envelope", f"is larger than {MAX_ENVELOPE_BYTES} bytes")
+        try:
+            envelope = envelope.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidJob("envelope", f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if isinstance(envelope, str):
+        envelope = decode_json(envelope)
+    if not isinstance(envelope, dict):
+        raise InvalidJob("envelope", f"must be a JSON object, got {type(envelope).__name__}")
+    unknown = sorted(set(envelope) - ENVELOPE_FIELDS)
+    if unknown:
+        raise InvalidJob(unknown[0], "unknown field (an envelope has id, job and options)")
+    job = envelope.get("job")
+    if not isinstance(job, dict):
+        raise InvalidJob("job", "is required and must be an object with plugin and data")
+    unknown = sorted(set(job) - JOB_FIELDS)
+    if unknown:
+        raise InvalidJob(f"job.{unknown[0]}", "unknown field (a job has plugin and data)")
+    if "plugin" not in job:
+        raise InvalidJob("job.plugin", "is required")
+    return build_job(job["plugin"], job.get("data"), envelope.get("id"),
+                     envelope.get("options"), now=now, default_queue=default_queue)
+
+
+def decode_json(text: str) -> Any:
+    """json.loads with size and depth limits turned into InvalidJob."""
+    if len(text) > MAX_ENVELOPE_BYTES:
+        raise InvalidJob("envelope", f"is larger than {MAX_ENVELOPE_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidJob("envelope", f"nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:
+        raise InvalidJob("envelope", f"is not valid JSON ({exc})") from None
