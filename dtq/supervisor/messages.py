@@ -1,0 +1,63 @@
+"""Framing of the supervisor <-> worker pipes: a 4-byte length, then one JSON object.
+
+JSON, never pickle: a worker that writes garbage is detected (FrameError) and
+killed, and nothing a job sends can run code in the supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 64 * 1024 * 1024  # a result larger than this is refused by the worker
+
+
+class FrameError(Exception):
+    """The byte stream from a worker is not a valid sequence of frames."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    return HEADER.pack(len(body)) + body
+
+
+def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: str,
+               deadline: float | None, memory_limit: int | None) -> bytes:
+    """A job message; the job's data is spliced in as the JSON text it already is."""
+    head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
+                       "deadline": deadline, "mem": memory_limit}, separators=(",", ":"))
+    body = (head[:-1] + ',"d":' + data_json + "}").encode()
+    return HEADER.pack(len(body)) + body
+
+
+class FrameReader:
+    """Accumulates bytes from a pipe and yields complete messages."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buf)
+            if size > MAX_FRAME:
+                raise FrameError(f"frame of {size} bytes announced (limit {MAX_FRAME})")
+            if len(self._buf) < HEADER.size + size:
+                break
+            body = bytes(self._buf[HEADER.size:HEADER.size + size])
+            del self._buf[:HEADER.size + size]
+            try:
+                message = json.loads(body)
+            except ValueError as exc:
+                raise FrameError(f"undecodable frame: {exc}") from None
+            if not isinstance(message, dict) or "t" not in message:
+                raise FrameError("frame is not a message object")
+            out.append(message)
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)

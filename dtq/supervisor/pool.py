@@ -1,0 +1,182 @@
+"""The worker processes of one supervisor: forking, pipes, and what each one is doing.
+
+Each worker is a persistent forked child in its own process group. The
+supervisor writes job frames to it (buffered, never blocking the loop) and reads
+outcome frames back. A worker holds at most ``capacity`` jobs: the running one
+(the head) and, for very short jobs only, the next one already in its pipe.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dtq.engine.base import ClaimedJob
+from dtq.plugin import Plugin
+from dtq.supervisor.messages import FrameReader, encode_job
+from dtq.supervisor.oslayer import OSLayer
+
+
+class WorkerState(enum.Enum):
+    IDLE = "idle"  # alive, no job
+    BUSY = "busy"  # running its head job
+    RETIRING = "retiring"  # told to exit (pipe closed) once its jobs are done
+    KILLING = "killing"  # its process group was signalled; waiting to reap it
+    DEAD = "dead"  # reaped
+
+
+@dataclass
+class Assignment:
+    """One job sent to a worker; ``started`` is set when it becomes the worker's head."""
+
+    job: ClaimedJob
+    timeout: float | None
+    memory_limit: int | None
+    started: float | None = None  # monotonic
+    started_wall: float = 0.0
+    deadline: float | None = None
+    peak_rss: int = 0
+    breaches: int = 0
+
+    def start(self, now: float, wall: float) -> None:
+        self.started, self.started_wall = now, wall
+        self.deadline = now + self.timeout if self.timeout else None
+
+
+@dataclass
+class WorkerHandle:
+    pid: int
+    to_worker: int
+    from_worker: int
+    spawned_at: float
+    max_jobs: int | None = None
+    state: WorkerState = WorkerState.IDLE
+    jobs: deque[Assignment] = field(default_factory=deque)
+    reader: FrameReader = field(default_factory=FrameReader)
+    outbuf: bytearray = field(default_factory=bytearray)
+    jobs_done: int = 0
+    cpu_mark: float = 0.0  # worker CPU seconds at the end of its last job
+    soft_killed_at: float | None = None
+    hard_kill_at: float | None = None
+    killed_by_us: bool = False
+    eof: bool = False
+
+    @property
+    def head(self) -> Assignment | None:
+        return self.jobs[0] if self.jobs else None
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (WorkerState.IDLE, WorkerState.BUSY)
+
+
+def _nonblocking(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+
+class Pool:
+    """Spawns workers and moves bytes to and from them; decisions live in the supervisor."""
+
+    def __init__(self, os_layer: OSLayer, plugins: Mapping[str, Plugin],
+                 max_jobs_per_worker: int | None = None,
+                 child_init: Callable[[], None] | None = None) -> None:
+        self.os = os_layer
+        self.plugins = plugins
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self.child_init = child_init
+        self.workers: dict[int, WorkerHandle] = {}
+
+    def spawn(self) -> WorkerHandle:
+        """Fork one worker; the child never returns from here."""
+        down_r, down_w = self.os.pipe()  # supervisor -> worker
+        up_r, up_w = self.os.pipe()  # worker -> supervisor
+        pid = self.os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            self._child(down_r, up_w)
+        self.os.close(down_r)
+        self.os.close(up_w)
+        for fd in (down_w, up_r):
+            _nonblocking(fd)
+            os.set_inheritable(fd, False)
+        max_jobs = None
+        if self.max_jobs_per_worker:
+            jitter = max(1, self.max_jobs_per_worker // 10)
+            max_jobs = self.max_jobs_per_worker + random.randint(-jitter, jitter)
+        handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max(1, max_jobs) if max_jobs else None)
+        self.workers[pid] = handle
+        return handle
+
+    def _child(self, fd_in: int, fd_out: int) -> None:  # pragma: no cover - child only
+        code = 70
+        try:
+            from dtq.supervisor.worker import Worker, prepare_child
+
+            prepare_child((fd_in, fd_out))
+            if self.child_init is not None:
+                self.child_init()
+            Worker(fd_in, fd_out, self.plugins).serve()
+        except BaseException as exc:  # noqa: BLE001 - report why the child could not start
+            os.write(2, f"dtq worker {os.getpid()} failed to start: {exc!r}\n".encode())
+        finally:
+            os._exit(code)
+
+    def send(self, worker: WorkerHandle, assignment: Assignment) -> None:
+        """Queue a job for the worker; `flush` writes it (several jobs go in one write)."""
+        job = assignment.job
+        worker.jobs.append(assignment)
+        worker.state = WorkerState.BUSY
+        worker.outbuf += encode_job(job.id, job.queue, job.attempt, job.plugin, job.data_json,
+                                    assignment.timeout, assignment.memory_limit)
+
+    def flush(self, worker: WorkerHandle) -> None:
+        """Write what the pipe takes now; the rest waits for the next writable select."""
+        while worker.outbuf:
+            try:
+                written = os.write(worker.to_worker, worker.outbuf)
+            except BlockingIOError:
+                return
+            except OSError:  # worker gone: reaping will tell why
+                worker.outbuf.clear()
+                return
+            del worker.outbuf[:written]
+
+    def read(self, worker: WorkerHandle) -> list[dict[str, Any]]:
+        """Every complete frame the worker has written so far (raises FrameError on garbage)."""
+        messages: list[dict[str, Any]] = []
+        while not worker.eof:
+            try:
+                chunk = os.read(worker.from_worker, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                worker.eof = True
+                break
+            messages.extend(worker.reader.feed(chunk))
+        return messages
+
+    def retire(self, worker: WorkerHandle) -> None:
+        """Ask a worker to exit after its current job: closing its pipe ends its loop."""
+        worker.state = WorkerState.RETIRING
+        self.os.close(worker.to_worker)
+        worker.to_worker = -1
+
+    def kill(self, worker: WorkerHandle, sig: int) -> None:
+        worker.killed_by_us = True
+        worker.state = WorkerState.KILLING
+        self.os.killpg(worker.pid, sig)
+
+    def forget(self, worker: WorkerHandle) -> None:
+        """After reaping (which killed its process group): close its pipes."""
+        worker.state = WorkerState.DEAD
+        for fd in (worker.to_worker, worker.from_worker):
+            if fd >= 0:
+                self.os.close(fd)
+        self.workers.pop(worker.pid, None)

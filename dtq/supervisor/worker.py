@@ -1,0 +1,201 @@
+"""The worker process: runs one job at a time for the supervisor that forked it.
+
+It reads job messages from a pipe, calls the plugin, and writes back one
+outcome message per job. It never talks to Redis: the supervisor decides every
+state change. Timeouts and memory limits are enforced from outside (the
+supervisor kills this process group); the kernel limit set here is a backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from dtq.errors import PermanentJobError
+from dtq.plugin import JobContext, Plugin
+from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode
+
+log = logging.getLogger("dtq.worker")
+_MIB = 1024 * 1024
+
+
+class SoftStop(BaseException):
+    """Raised in the plugin's code by the supervisor's soft signal (timeout, cancel)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SoftStop()
+
+
+def prepare_child(keep_fds: tuple[int, ...]) -> None:
+    """Right after fork: own process group, default signals, no inherited descriptors."""
+    os.setpgrp()
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
+
+
+def _max_fd() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if 0 < soft < 65536 else 65536
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, fd_in: int, fd_out: int, plugins: Mapping[str, Plugin]) -> None:
+        self.fd_in, self.fd_out = fd_in, fd_out
+        self.plugins = plugins
+        self.reader = FrameReader()
+        self._backlog: deque[dict[str, Any]] = deque()
+        self._held = bytearray()
+        self._held_since = 0.0
+
+    def serve(self) -> NoReturn:
+        """Run jobs until the pipe closes or a stop message comes; never returns."""
+        code = 0
+        try:
+            while (message := self._next_message()) is not None and message.get("t") == "job":
+                if self._run(message) == "exit":
+                    break
+        except SoftStop:
+            code = 0
+        except (BrokenPipeError, FrameError):
+            code = 70
+        finally:
+            sys.stdout.flush()
+        os._exit(code)
+
+    def _next_message(self) -> dict[str, Any] | None:
+        """The next frame; several may arrive in one read when jobs are batched."""
+        while not self._backlog:
+            chunk = os.read(self.fd_in, 1 << 16)
+            if not chunk:
+                return None
+            self._backlog.extend(self.reader.feed(chunk))
+        return self._backlog.popleft()
+
+    def _send(self, message: dict[str, Any], *, hold: bool = False) -> None:
+        """Write a message; with ``hold``, outcomes of batched short jobs wait to go
+        out together (one wake-up of the supervisor per batch, at most 2 ms late)."""
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held += encode(message)
+        if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < 0.002:
+            return
+        while self._held:
+            written = os.write(self.fd_out, self._held)
+            del self._held[:written]
+
+    def _run(self, msg: dict[str, Any]) -> str:
+        """Run one job and report it; returns 'exit' when this worker should not go on."""
+        job_id, attempt = msg["id"], msg["a"]
+        timeout = msg.get("timeout")
+        ctx = JobContext(job_id=job_id, attempt=attempt, queue=msg.get("q", "default"),
+                         deadline=time.time() + timeout if timeout else None,
+                         logger=logging.getLogger(f"dtq.plugin.{msg['p']}"),
+                         report=lambda f, m: self._send({"t": "progress", "id": job_id, "f": f, "m": m}))
+        self._limit_data(msg.get("mem"))
+        t0, c0 = time.perf_counter(), _cpu()
+        outcome: dict[str, Any] = {"id": job_id, "a": attempt}
+        verdict = "go on"
+        try:
+            outcome.update(t="ok", r=self._result_json(self._call(msg, ctx)))
+        except PermanentJobError as exc:
+            outcome.update(t="err", perm=True, e=str(exc) or type(exc).__name__)
+        except MemoryError:
+            limit = msg.get("mem")
+            outcome.update(t="err", e="memory limit exceeded: allocation refused"
+                           + (f" (limit {limit // _MIB} MiB)" if limit else " (MemoryError)"))
+            verdict = "exit"
+        except SoftStop:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+            outcome.update(t="err", e=_describe(exc))
+        finally:
+            self._limit_data(None)
+        outcome.update(wall=time.perf_counter() - t0, cpu=_cpu() - c0, rss=_rss())
+        self._send(outcome, hold=bool(self._backlog) and verdict != "exit")
+        return verdict
+
+    def _call(self, msg: dict[str, Any], ctx: JobContext) -> Any:
+        plugin = self.plugins.get(msg["p"])
+        if plugin is None:
+            known = ", ".join(sorted(self.plugins)) or "none"
+            raise PermanentJobError(f"unknown plugin {msg['p']!r} (this supervisor runs: {known})")
+        return plugin.process(msg.get("d"), ctx)
+
+    @staticmethod
+    def _result_json(result: Any) -> str:
+        import json
+
+        try:
+            text = json.dumps(result, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentJobError(f"plugin returned a result that is not JSON: {exc}") from None
+        if len(text) > MAX_FRAME // 2:
+            raise PermanentJobError(f"plugin returned a result of {len(text)} bytes "
+                                    f"(limit {MAX_FRAME // 2})")
+        return text
+
+    def _limit_data(self, limit: int | None) -> None:
+        """Kernel backup for the memory limit: cap the heap a little above the job's limit."""
+        try:
+            _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+            if limit is None:
+                resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+                return
+            base = _vm_data()
+            soft = base + int(limit * 1.25) + 64 * _MIB
+            if hard == resource.RLIM_INFINITY or soft < hard:
+                resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _describe(exc: BaseException) -> str:
+    tail = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {tail[0].filename}:{tail[0].lineno})" if tail else ""
+    if isinstance(exc, SystemExit):
+        return f"plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _vm_data() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
