@@ -1,0 +1,83 @@
+"""`dtq supervise`: run a supervisor on this box."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from dtq.engine.base import Defaults
+from dtq.engine.redis_engine import RedisEngine
+from dtq.job import parse_size
+from dtq.plugin import PluginConfig
+from dtq.plugin_loader import ENTRY_POINT_GROUP, load_plugins
+from dtq.supervisor.limits import usable_cores
+from dtq.supervisor.settings import SupervisorSettings, default_name
+from dtq.supervisor.supervisor import Supervisor
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("supervise", help="run a supervisor with a pool of forked workers")
+    p.add_argument("--workers", default="auto", help="pool size, or 'auto' (usable cores)")
+    p.add_argument("--queues", default="default", help="comma-separated, in priority order")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE:CLASS",
+                   help="load this plugin (repeatable); installed dtq.plugins entry points load too")
+    p.add_argument("--no-entry-points", action="store_true",
+                   help="load only the plugins named with --plugin")
+    p.add_argument("--timeout", type=float, default=3600.0, help="default per-job timeout (s)")
+    p.add_argument("--timeout-ceiling", type=float, help="no job may run longer than this (s)")
+    p.add_argument("--memory-limit", help="default per-job memory limit, e.g. 512M")
+    p.add_argument("--memory-breaches", type=int, default=1,
+                   help="consecutive readings over the limit before a kill (ignores spikes)")
+    p.add_argument("--idle-memory-limit", help="recycle a worker whose idle RSS exceeds this")
+    p.add_argument("--max-jobs-per-worker", type=int, help="recycle workers after N jobs (+-10%%)")
+    p.add_argument("--name", help="supervisor name (default: HOST-PID)")
+    p.add_argument("--burst", action="store_true", help="exit once the queues are empty and idle")
+    p.add_argument("--lease", type=float, default=30.0, help="job lease in seconds")
+    p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default lease/3)")
+    p.add_argument("--poll", type=float, default=1.0, help="idle poll interval (s)")
+    p.add_argument("--grace", type=float, default=30.0, help="graceful stop: seconds for running jobs")
+    p.add_argument("--kill-grace", type=float, default=2.0, help="soft signal to SIGKILL (s)")
+    p.add_argument("--max-attempts", type=int, default=3, help="default attempts before dead-letter")
+    p.add_argument("--backoff", type=float, default=1.0, help="default retry backoff base (s)")
+    p.add_argument("--result-ttl", type=float, default=7 * 86400.0, help="default result TTL (s)")
+    p.add_argument("--allow-path", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory plugins may read and write under (repeatable)")
+    p.add_argument("--user", help="run workers as this user")
+    p.add_argument("--group", help="run workers with this group")
+    p.set_defaults(run=cmd_supervise)
+
+
+def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
+    workers = usable_cores() if args.workers == "auto" else int(args.workers)
+    return SupervisorSettings(
+        name=args.name or default_name(),
+        queues=[q.strip() for q in args.queues.split(",") if q.strip()],
+        workers=workers, plugins=list(args.plugin), entry_points=not args.no_entry_points,
+        timeout=args.timeout, timeout_ceiling=args.timeout_ceiling,
+        memory_limit=parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None,
+        memory_breaches=max(1, args.memory_breaches),
+        idle_memory_limit=parse_size(args.idle_memory_limit, "--idle-memory-limit")
+        if args.idle_memory_limit else None,
+        max_jobs_per_worker=args.max_jobs_per_worker, lease=args.lease, heartbeat=args.heartbeat,
+        poll=args.poll, grace=args.grace, kill_grace=args.kill_grace, burst=args.burst,
+        allow_paths=list(args.allow_path), user=args.user, group=args.group,
+        defaults=Defaults(max_attempts=args.max_attempts, backoff=args.backoff,
+                          result_ttl=args.result_ttl))
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    for path in settings.allow_paths:
+        if not path.is_dir():
+            print(f"dtq: --allow-path {path}: not a directory", file=sys.stderr)
+            return 2
+    plugins = load_plugins(settings.plugins,
+                           entry_point_group=ENTRY_POINT_GROUP if settings.entry_points else None,
+                           config=PluginConfig(tuple(p.resolve() for p in settings.allow_paths)))
+    if not plugins:
+        print("dtq: no plugins to run (install one or pass --plugin module:Class)", file=sys.stderr)
+        return 2
+    engine = RedisEngine(args.redis_url, defaults=settings.defaults, socket_timeout=5.0)
+    return Supervisor(settings, engine, plugins).run()
