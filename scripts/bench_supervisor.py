@@ -7,8 +7,9 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
 
 1. drain: N no-op jobs (--jobs, default 10,000; RQ, which forks a process per
    job, gets N/20) are enqueued with no worker running; then the worker (dtq:
-   ``supervise --burst``) starts. Rate = (N-1) / (t_N - t_1), where t_1 and t_N
-   are when the driver, polling every 5 ms, first sees 1 and N completions.
+   ``supervise --burst``) starts. Rate = (N - c_1) / (t_N - t_1): the driver
+   polls every 5 ms; t_1 is when it first sees c_1 >= 1 jobs done, t_N when
+   it sees all N. A drain without progress for 30 s fails its row.
    Starting the clock at the first completion leaves start-up out for all
    tools alike. Peers count completions with one Redis INCR inside the task
    (an extra round trip dtq does not pay); dtq's count is stats()["done"].

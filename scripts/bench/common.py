@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".bench" / "logs"
 POLL_S = 0.005
+STALL_S = 30.0  # a drain that makes no progress this long has failed
 
 
 def redis_url() -> str:
@@ -29,26 +30,38 @@ def percentile(values: list[float], pct: float) -> float:
 
 def time_completions(count: Callable[[], int], n: int, alive: Callable[[], None],
                      start_timeout: float, drain_timeout: float) -> dict:
-    """Rate between the first and the n-th completion, polled every POLL_S.
+    """Rate from the first sighting of a completion to the n-th, polled every POLL_S.
 
     Starting the clock at the first completion leaves worker start-up out for
-    every tool alike; ``alive`` raises if the worker died meanwhile.
+    every tool alike. ``alive`` raises if the worker died meanwhile.
     """
     deadline = time.monotonic() + start_timeout
-    while count() < 1:
+    while (first_count := count()) < 1:
         alive()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no job completed within {start_timeout:.0f} s of worker start")
         time.sleep(POLL_S)
     first = time.perf_counter()
-    deadline = time.monotonic() + drain_timeout
+    wait_for_count(count, n, alive, drain_timeout)
+    elapsed = time.perf_counter() - first
+    if first_count >= n:
+        raise RuntimeError(f"all {n} jobs were done at the first poll; use a larger --jobs")
+    return {"jobs_per_s": (n - first_count) / elapsed, "jobs": n, "seconds": elapsed}
+
+
+def wait_for_count(count: Callable[[], int], n: int, alive: Callable[[], None],
+                    timeout: float) -> None:
+    """Poll until count() >= n; fail after timeout, or after STALL_S without progress."""
+    deadline = time.monotonic() + timeout
+    last, last_change = -1, time.monotonic()
     while (done := count()) < n:
         alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {done}/{n} jobs done after {drain_timeout:.0f} s")
+        now = time.monotonic()
+        if done != last:
+            last, last_change = done, now
+        if now > deadline or now - last_change > STALL_S:
+            raise TimeoutError(f"only {done}/{n} jobs done after {now - deadline + timeout:.0f} s")
         time.sleep(POLL_S)
-    elapsed = time.perf_counter() - first
-    return {"jobs_per_s": (n - 1) / elapsed, "jobs": n, "seconds": elapsed}
 
 
 def drain_timeout(n: int) -> float:

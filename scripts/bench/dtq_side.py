@@ -16,8 +16,15 @@ import time
 import psutil
 import redis
 
-from scripts.bench.common import ROOT, drain_timeout, log_path, percentile, time_completions
-from scripts.bench.procs import Group, wait_until
+from scripts.bench.common import (
+    ROOT,
+    drain_timeout,
+    log_path,
+    percentile,
+    time_completions,
+    wait_for_count,
+)
+from scripts.bench.procs import Group
 from scripts.bench.spin import SPIN_ITERATIONS, spin
 
 WARMUP_JOBS = 10
@@ -206,7 +213,7 @@ def _drain_cpu(q, proc: psutil.Process, jobs: int) -> float:
     target = int(q.stats()["done"]) + jobs
     before = _cpu_seconds(proc)
     q.enqueue_many(_noop_jobs(jobs))
-    wait_until(lambda: int(q.stats()["done"]) >= target, drain_timeout(jobs), what="drain")
+    wait_for_count(lambda: int(q.stats()["done"]), target, lambda: None, drain_timeout(jobs))
     return _cpu_seconds(proc) - before
 
 

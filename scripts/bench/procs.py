@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 try:
@@ -103,14 +102,3 @@ def sweep(ledger: Path) -> list[int]:
         _signal_group(pgid, signal.SIGKILL)
     return sorted(live)
 
-
-def wait_until(predicate, timeout: float, interval: float = 0.005, what: str = "condition"):
-    """Poll predicate until it returns a truthy value; raise TimeoutError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
