@@ -69,8 +69,11 @@ def pick_inputs(data: Path, count: int = 16) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_size, reverse=True)[:count]
 
 
-def measure(cmd: list[str]) -> tuple[float, float, int, str]:
-    """Run ``cmd`` pinned to CPU 0: (wall seconds, peak RSS MiB, exit code, stderr)."""
+Sample = tuple[float, float, float]  # wall seconds, CPU seconds, peak RSS MiB
+
+
+def measure(cmd: list[str]) -> tuple[Sample, int, str]:
+    """Run ``cmd`` pinned to CPU 0: ((wall s, CPU s, peak RSS MiB), exit code, stderr)."""
     start = time.perf_counter()
     child = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
@@ -79,7 +82,8 @@ def measure(cmd: list[str]) -> tuple[float, float, int, str]:
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, child.returncode, err
+    cpu = usage.ru_utime + usage.ru_stime
+    return (wall, cpu, usage.ru_maxrss / 1024), child.returncode, err
 
 
 def commands(inputs: list[Path], out: Path) -> dict[str, list[str]]:
@@ -95,40 +99,47 @@ def commands(inputs: list[Path], out: Path) -> dict[str, list[str]]:
     }
 
 
-def run_all(cmds: dict[str, list[str]], runs: int) -> dict[str, list[tuple[float, float]]]:
+def run_all(cmds: dict[str, list[str]], runs: int) -> dict[str, list[Sample]]:
     """Alternate the tools ``runs`` times (after one warm-up each); stop on any failure."""
     for cmd in cmds.values():
         measure(cmd)  # warm the page cache and the interpreter's .pyc files
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+    samples: dict[str, list[Sample]] = {name: [] for name in cmds}
     for n in range(runs):
         for name, cmd in cmds.items():
-            wall, rss, code, err = measure(cmd)
+            sample, code, err = measure(cmd)
             if code != 0:
                 sys.exit(f"{name} failed (exit {code}):\n{err[-2000:]}")
-            samples[name].append((wall, rss))
-            print(f"  run {n + 1}/{runs} {name:<24} {wall:6.2f} s {rss:7.1f} MiB", flush=True)
+            samples[name].append(sample)
+            wall, cpu, rss = sample
+            print(f"  run {n + 1}/{runs} {name:<24} {wall:6.2f} s wall {cpu:6.2f} s CPU "
+                  f"{rss:7.1f} MiB", flush=True)
     return samples
 
 
 def plain_montage(inputs: list[Path], out: Path) -> str:
     """Whether montage without jpeg:size (full-size decodes) survives Debian's policy."""
     tiles = [str(p) for p in inputs] * 3
-    wall, rss, code, err = measure(["montage", "-auto-orient", *GEOMETRY, *tiles,
+    (wall, _, rss), code, err = measure(["montage", "-auto-orient", *GEOMETRY, *tiles,
                                     str(out / "imagemagick_plain.jpg")])
     first = next((line for line in err.splitlines() if line.strip()), "")
     return f"exit {code}, {wall:.2f} s, {rss:.0f} MiB peak" + (f": {first}" if first else "")
 
 
-def report(samples: dict[str, list[tuple[float, float]]]) -> None:
-    """Print the table: median seconds, peak MiB, and each tool against ours."""
+def report(samples: dict[str, list[Sample]]) -> None:
+    """Print the table: median wall and CPU seconds, peak MiB, and each tool against ours.
+
+    CPU seconds are shown too because they barely move when the box is busy.
+    """
     ours = "dtq montage_image"
-    med = {name: statistics.median(w for w, _ in s) for name, s in samples.items()}
-    peak = {name: max(r for _, r in s) for name, s in samples.items()}
-    print(f"\n{'tool':<24} {'median s':>9} {'peak MiB':>9} {'time / ours':>12} "
-          f"{'memory / ours':>14}")
+    wall = {name: statistics.median(w for w, _, _ in s) for name, s in samples.items()}
+    cpu = {name: statistics.median(c for _, c, _ in s) for name, s in samples.items()}
+    peak = {name: max(r for _, _, r in s) for name, s in samples.items()}
+    print(f"\n{'tool':<24} {'median s':>9} {'CPU s':>7} {'peak MiB':>9} {'time / ours':>12} "
+          f"{'CPU / ours':>11} {'memory / ours':>14}")
     for name in samples:
-        print(f"{name:<24} {med[name]:9.2f} {peak[name]:9.1f} "
-              f"{med[name] / med[ours]:11.2f}x {peak[name] / peak[ours]:13.2f}x")
+        print(f"{name:<24} {wall[name]:9.2f} {cpu[name]:7.2f} {peak[name]:9.1f} "
+              f"{wall[name] / wall[ours]:11.2f}x {cpu[name] / cpu[ours]:10.2f}x "
+              f"{peak[name] / peak[ours]:13.2f}x")
 
 
 def main() -> None:

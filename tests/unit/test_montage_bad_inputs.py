@@ -6,6 +6,7 @@ job with PermanentJobError naming it. Nothing crashes, hangs or leaks stderr.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,11 @@ def test_bad_files_fail_a_strict_job_naming_the_file(name: str, tmp_path: Path) 
     assert not (tmp_path / "sheet.png").exists()
 
 
-def test_the_whole_corpus_in_one_job(tmp_path: Path) -> None:
+def test_the_whole_corpus_in_one_job_closes_every_file(tmp_path: Path) -> None:
     files = sorted(p for p in BAD.iterdir() if p.name != "README.md")
+    open_before = set(os.listdir("/proc/self/fd"))
     result = run(files, out=tmp_path)
+    assert set(os.listdir("/proc/self/fd")) == open_before
     assert {Path(p).name for p in result["placed"]} == RENDER
     assert {Path(s["input"]).name for s in result["skipped"]} == set(SKIP)
 
