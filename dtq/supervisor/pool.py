@@ -91,6 +91,7 @@ class Pool:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.child_init = child_init
         self.workers: dict[int, WorkerHandle] = {}
+        self.supervisor_pid = os.getpid()
 
     def spawn(self) -> WorkerHandle:
         """Fork one worker; the child never returns from here."""
@@ -117,7 +118,7 @@ class Pool:
         try:
             from dtq.supervisor.worker import Worker, prepare_child
 
-            prepare_child((fd_in, fd_out))
+            prepare_child((fd_in, fd_out), self.supervisor_pid)
             if self.child_init is not None:
                 self.child_init()
             Worker(fd_in, fd_out, self.plugins).serve()

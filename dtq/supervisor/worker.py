@@ -35,9 +35,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SoftStop()
 
 
-def prepare_child(keep_fds: tuple[int, ...]) -> None:
+def prepare_child(keep_fds: tuple[int, ...], parent_pid: int) -> None:
     """Right after fork: own process group, default signals, no inherited descriptors."""
     os.setpgrp()
+    _die_with_parent(parent_pid)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
@@ -49,6 +50,20 @@ def prepare_child(keep_fds: tuple[int, ...]) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, _max_fd())
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this worker when its supervisor dies, so a recovered job never runs
+    twice at once because an orphaned worker kept going."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os._exit(70)
+    except (OSError, AttributeError):
+        pass
 
 
 def _max_fd() -> int:

@@ -147,3 +147,15 @@ class Ledger(Plugin):
         with open(data["ledger"], "a") as f:
             f.write(f"{ctx.job_id} {ctx.attempt} {os.getpid()}\n")
         return {"n": data.get("n")}
+
+
+class ExitAfterResult(Plugin):
+    """Returns its result, then the worker dies a moment later (after the result is sent)."""
+
+    name = "exit_after_result"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        import threading
+
+        threading.Timer(float(data.get("after", 0.05)), os._exit, (5,)).start()
+        return {"attempt": ctx.attempt}

@@ -1,0 +1,112 @@
+"""The real `dtq supervise`: jobs run, results land, crashes are decoded and survived."""
+
+from __future__ import annotations
+
+import pytest
+from waiting import wait_until
+
+from dtq import JobFailed, Queue
+
+pytestmark = pytest.mark.process
+
+
+def finished(queue: Queue, job_id: str):
+    return lambda: queue.status(job_id).finished
+
+
+def test_burst_runs_every_job_and_exits_zero(start_supervisor, queue):
+    ids = queue.enqueue_many([{"job": {"plugin": "noop", "data": {"i": i}}} for i in range(300)])
+    sup = start_supervisor("--workers", "2", "--burst")
+    assert sup.wait(30) == 0, sup.output()
+    results = [queue.result(i, timeout=1) for i in ids]
+    assert [r["echo"]["i"] for r in results] == list(range(300))
+    assert len({r["pid"] for r in results}) == 2  # both workers served
+    assert queue.stats()["done"] == 300
+    assert sup.alive_leftovers() == []
+
+
+def test_idle_supervisor_picks_up_a_new_job(start_supervisor, queue):
+    sup = start_supervisor("--workers", "1")
+    wait_until(lambda: len(sup.worker_pids()) == 1, message="worker forked")
+    job_id = queue.enqueue("noop", {"x": 1})
+    assert queue.result(job_id, timeout=10)["echo"] == {"x": 1}
+
+
+def test_segfault_is_decoded_and_the_next_job_runs(start_supervisor, queue):
+    bad = queue.enqueue("segfault", {}, max_attempts=1)
+    good = queue.enqueue("noop", {"after": "segfault"})
+    start_supervisor("--workers", "1", plugins=("Noop", "Segfault"))
+    with pytest.raises(JobFailed) as err:
+        queue.result(bad, timeout=10)
+    assert err.value.reason == "killed by SIGSEGV"
+    assert queue.result(good, timeout=10)["echo"] == {"after": "segfault"}
+
+
+def test_exit_code_then_retry_succeeds(start_supervisor, queue):
+    job_id = queue.enqueue("exit", {"code": 3, "fail_attempts": 1}, max_attempts=3)
+    start_supervisor("--workers", "1", plugins=("Exit",))
+    assert queue.result(job_id, timeout=10) == {"attempt": 2}
+    history = queue.status(job_id).history
+    assert history[0]["reason"] == "exit code 3"
+    assert "reason" not in history[1]
+    assert {"wall", "cpu", "peak_rss"} <= set(history[1])
+
+
+def test_exception_retries_then_dead_letters_with_every_reason(start_supervisor, queue):
+    job_id = queue.enqueue("raise", {"message": "boom"}, max_attempts=3, backoff=0.05)
+    start_supervisor("--workers", "1", plugins=("Raise",))
+    with pytest.raises(JobFailed):
+        queue.result(job_id, timeout=15)
+    status = queue.status(job_id)
+    assert status.state == "dead"
+    assert status.failures == 3
+    assert [h["reason"].split(" (at")[0] for h in status.history] == ["RuntimeError: boom"] * 3
+
+
+def test_permanent_error_dead_letters_at_once(start_supervisor, queue):
+    job_id = queue.enqueue("raise", {"permanent": True, "message": "bad input"}, max_attempts=5)
+    start_supervisor("--workers", "1", plugins=("Raise",))
+    with pytest.raises(JobFailed, match="bad input"):
+        queue.result(job_id, timeout=10)
+    assert queue.status(job_id).failures == 1
+
+
+def test_unknown_plugin_fails_with_a_clear_reason(start_supervisor, queue):
+    job_id = queue.enqueue("no_such_plugin", {})
+    start_supervisor("--workers", "1")
+    with pytest.raises(JobFailed, match="unknown plugin 'no_such_plugin'"):
+        queue.result(job_id, timeout=10)
+
+
+def test_result_sent_before_the_worker_died_counts(start_supervisor, queue):
+    job_id = queue.enqueue("exit_after_result", {"after": 0.1}, max_attempts=3)
+    sup = start_supervisor("--workers", "1", plugins=("ExitAfterResult", "Noop"))
+    assert queue.result(job_id, timeout=10) == {"attempt": 1}
+    wait_until(lambda: "exit code 5" in sup.output(), message="the worker's death is logged")
+    status = queue.status(job_id)
+    assert status.state == "done" and status.attempt == 1 and len(status.history) == 1
+    assert queue.result(queue.enqueue("noop", {}), timeout=10)  # a fresh worker serves
+
+
+def test_progress_is_visible_while_running(start_supervisor, queue):
+    job_id = queue.enqueue("progress", {"steps": 20, "step": 0.1})
+    start_supervisor("--workers", "1", plugins=("Progress",))
+    progress = wait_until(lambda: queue.status(job_id).progress, timeout=10, message="progress")
+    assert "step" in progress["message"] and 0 < progress["fraction"] <= 1
+    assert queue.result(job_id, timeout=10) == "ok"
+
+
+def test_status_command_shows_attempt_figures(start_supervisor, queue, redis_url):
+    import subprocess
+    import sys
+
+    from supervisor_proc import dtq_env
+
+    job_id = queue.enqueue("exit", {"code": 3, "fail_attempts": 1})
+    start_supervisor("--workers", "1", plugins=("Exit",))
+    queue.result(job_id, timeout=10)
+    out = subprocess.run([sys.executable, "-m", "dtq", "--redis-url", redis_url, "status", job_id],
+                         capture_output=True, text=True, env=dtq_env(), timeout=30).stdout
+    assert "state: done" in out
+    assert "attempt 1:" in out and "exit code 3" in out
+    assert "wall" in out and "cpu" in out and "peak" in out

@@ -1,0 +1,73 @@
+"""Pool size, live scaling, no prefetch, plugin loading."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from supervisor_proc import dtq_env
+from waiting import wait_until
+
+pytestmark = pytest.mark.process
+
+
+def dtq(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dtq", "--redis-url", redis_url, *args],
+                          capture_output=True, text=True, env=dtq_env(), timeout=30)
+
+
+def test_claims_no_more_jobs_than_free_workers(start_supervisor, queue):
+    for _ in range(6):
+        queue.enqueue("sleep", {"seconds": 0.5})
+    start_supervisor("--workers", "2", plugins=("Sleep",))
+    wait_until(lambda: queue.stats()["running"] == 2, timeout=10, message="two running")
+    seen = []
+    for _ in range(20):
+        stats = queue.stats()
+        seen.append(stats["running"])
+        if stats["done"] == 6:
+            break
+        wait_until(lambda: True, timeout=0.05)
+    assert max(seen) <= 2
+
+
+def test_scale_from_the_command_line_and_with_signals(start_supervisor, queue, redis_url):
+    sup = start_supervisor("--workers", "1", "--name", "box-s")
+    wait_until(lambda: len(sup.worker_pids()) == 1, timeout=10, message="one worker")
+    out = dtq(redis_url, "scale", "--name", "box-s", "3")
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: len(sup.worker_pids()) == 3, timeout=10, message="three workers")
+    sup.signal(signal.SIGTTOU)
+    wait_until(lambda: len(sup.worker_pids()) == 2, timeout=10, message="two workers")
+    sup.signal(signal.SIGTTIN)
+    wait_until(lambda: len(sup.worker_pids()) == 3, timeout=10, message="three again")
+    listing = dtq(redis_url, "supervisors")
+    assert "box-s" in listing.stdout and " 3 " in listing.stdout
+    assert dtq(redis_url, "scale", "--name", "nobody", "2").returncode == 1
+
+
+def test_shrinking_never_kills_a_busy_worker(start_supervisor, queue, redis_url):
+    job_id = queue.enqueue("sleep", {"seconds": 1.5})
+    sup = start_supervisor("--workers", "2", "--name", "box-t", plugins=("Sleep",))
+    wait_until(lambda: queue.status(job_id).state == "running", timeout=10, message="running")
+    assert dtq(redis_url, "scale", "--name", "box-t", "0").returncode == 0
+    wait_until(lambda: len(sup.worker_pids()) <= 1, timeout=10, message="idle worker retired")
+    assert queue.wait(job_id, timeout=10).state == "done"
+    wait_until(lambda: len(sup.worker_pids()) == 0, timeout=10, message="busy one retired after")
+
+
+def test_plugin_that_fails_to_import_stops_the_supervisor(start_supervisor):
+    sup = start_supervisor("--plugin", "no_such_module:Thing", plugins=())
+    assert sup.wait(20) == 2
+    assert "failed to import" in sup.output() and "no_such_module" in sup.output()
+    assert "Traceback" not in sup.output()
+
+
+def test_sighup_replaces_idle_workers(start_supervisor, queue):
+    sup = start_supervisor("--workers", "2")
+    before = set(wait_until(lambda: len(sup.worker_pids()) == 2 and sup.worker_pids(), timeout=10))
+    sup.signal(signal.SIGHUP)
+    wait_until(lambda: len(set(sup.worker_pids()) - before) == 2, timeout=10, message="new workers")
+    assert queue.result(queue.enqueue("noop", {}), timeout=10)

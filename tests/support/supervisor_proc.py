@@ -1,0 +1,100 @@
+"""Running the real `dtq supervise` in its own process group, and cleaning up after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+SUPPORT = Path(__file__).resolve().parent
+REPO = SUPPORT.parents[1]
+FAST = ["--lease", "1", "--heartbeat", "0.2", "--poll", "0.1", "--kill-grace", "0.5",
+        "--backoff", "0.05"]
+
+
+def dtq_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("DTQ_REDIS_URL", None)
+    return env
+
+
+class SupervisorProcess:
+    """One `python -m dtq supervise` process; remembers every process it saw below it."""
+
+    def __init__(self, redis_url: str, *args: str, plugins: tuple[str, ...] = (),
+                 fast: bool = True) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="dtq-sup-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "dtq", "--redis-url", redis_url, "supervise",
+               "--no-entry-points", *(FAST if fast else []), *args]
+        for plugin in plugins:
+            cmd += ["--plugin", f"testplugins:{plugin}"]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dtq_env(), cwd=REPO, start_new_session=True)
+        self.seen: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            kids = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        self.seen.update(k.pid for k in kids)
+        return kids
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return [k.pid for k in psutil.Process(self.pid).children(recursive=False)]
+        except psutil.Error:
+            return []
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.descendants()
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def alive_leftovers(self) -> list[int]:
+        """Processes this supervisor started that still exist (zombies do not count)."""
+        alive = []
+        for pid in self.seen:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.Error:
+                continue
+        return alive
+
+    def cleanup(self) -> None:
+        self.descendants()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.proc.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        for pid in self.alive_leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0)
+        self.log.close()
+        os.unlink(self.log.name)
