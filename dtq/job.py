@@ -28,6 +28,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,128}$")
 QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 PRIORITY_RANGE = (-1000, 1000)
+MAX_RUN_AT = 253402300799.0  # 9999-12-31T23:59:59Z: later run_at values are refused
+MAX_SECONDS = 100 * 365 * 24 * 3600.0  # longest delay or result_ttl (stored in ms by Redis)
+MAX_MEMORY_LIMIT = 2**50  # 1 PiB: larger sizes do not survive Lua's doubles
 ENVELOPE_FIELDS = frozenset({"id", "job", "options"})
 JOB_FIELDS = frozenset({"plugin", "data"})
 
@@ -54,18 +57,24 @@ def parse_size(value: Any, field_name: str = "memory_limit") -> int:
     """Bytes from an int or a string like '512M', '1.5G', '2GiB'."""
     if isinstance(value, bool):
         raise InvalidJob(field_name, "must be a size such as 536870912 or '512M'")
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and 0 < value <= MAX_MEMORY_LIMIT:
         return value
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
-        if m and float(m.group(1)) > 0:
+        if m and 0 < float(m.group(1)) * _SIZE_UNITS[m.group(2)] <= MAX_MEMORY_LIMIT:
             return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    raise InvalidJob(field_name, f"must be a positive size such as 536870912 or '512M', got {value!r}")
+    raise InvalidJob(field_name, "must be a positive size (at most 1 PiB) such as 536870912 or '512M', "
+                     f"got {repr(value)[:40]}")
 
 
-def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _positive_number(name: str, value: Any, *, allow_zero: bool = False,
+                     maximum: float = math.inf) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))):
         raise InvalidJob(f"options.{name}", f"must be a number, got {value!r}")
+    if value > min(maximum, 1e300):  # a huge JSON integer does not even convert to float
+        limit = f"at most {maximum:.0f}" if maximum < math.inf else "a smaller number"
+        raise InvalidJob(f"options.{name}", f"must be {limit}, got {str(value)[:30]}")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidJob(f"options.{name}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return float(value)
@@ -102,6 +111,16 @@ class JobOptions:
         return out
 
 
+def _unknown_names(obj: dict[Any, Any], known: frozenset[str]) -> list[str]:
+    """The keys of ``obj`` not in ``known``, sorted, as printable UTF-8-safe text.
+
+    Keys may be lone surrogates (the JSON escape "\\ud800") or, from Python callers,
+    not strings at all; either must still give an InvalidJob whose message Redis can store.
+    """
+    return sorted(str(k).encode("utf-8", "backslashreplace").decode("utf-8")
+                  for k in obj if k not in known)
+
+
 OPTION_NAMES = frozenset(
     {"queue", "timeout", "memory_limit", "max_attempts", "backoff", "priority",
      "run_at", "delay", "result_ttl"}
@@ -114,7 +133,7 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidJob("options", f"must be an object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - OPTION_NAMES)
+    unknown = _unknown_names(raw, OPTION_NAMES)
     if unknown:
         known = ", ".join(sorted(OPTION_NAMES))
         raise InvalidJob(f"options.{unknown[0]}", f"unknown option (known: {known})")
@@ -125,9 +144,9 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
         raise InvalidJob("options.delay", "give either delay or run_at, not both")
     run_at = None
     if "run_at" in raw:
-        run_at = _positive_number("run_at", raw["run_at"])
+        run_at = _positive_number("run_at", raw["run_at"], maximum=MAX_RUN_AT)
     elif "delay" in raw:
-        delay = _positive_number("delay", raw["delay"], allow_zero=True)
+        delay = _positive_number("delay", raw["delay"], allow_zero=True, maximum=MAX_SECONDS)
         run_at = (time.time() if now is None else now) + delay if delay else None
     return JobOptions(
         queue=queue,
@@ -140,7 +159,7 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
         if "backoff" in raw else None,
         priority=_int_in("priority", raw.get("priority", 0), *PRIORITY_RANGE),
         run_at=run_at,
-        result_ttl=_positive_number("result_ttl", raw["result_ttl"])
+        result_ttl=_positive_number("result_ttl", raw["result_ttl"], maximum=MAX_SECONDS)
         if "result_ttl" in raw else None,
     )
 
@@ -197,7 +216,11 @@ def build_job(plugin: Any, data: Any, job_id: Any = None, options: Any = None,
         data_json = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJob("job.data", f"is not JSON-serialisable: {exc}") from None
-    if len(data_json.encode()) > MAX_ENVELOPE_BYTES:
+    try:
+        size = len(data_json.encode())
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from the JSON escape "\ud800"
+        raise InvalidJob("job.data", f"is not valid Unicode ({exc.reason})") from None
+    if size > MAX_ENVELOPE_BYTES:
         raise InvalidJob("job.data", f"is larger than {MAX_ENVELOPE_BYTES} bytes")
     return Job(
         id=new_job_id() if job_id is None else parse_id(job_id),
@@ -221,13 +244,13 @@ def parse_envelope(envelope: Any, *, now: float | None = None, default_queue: st
         envelope = decode_json(envelope)
     if not isinstance(envelope, dict):
         raise InvalidJob("envelope", f"must be a JSON object, got {type(envelope).__name__}")
-    unknown = sorted(set(envelope) - ENVELOPE_FIELDS)
+    unknown = _unknown_names(envelope, ENVELOPE_FIELDS)
     if unknown:
         raise InvalidJob(unknown[0], "unknown field (an envelope has id, job and options)")
     job = envelope.get("job")
     if not isinstance(job, dict):
         raise InvalidJob("job", "is required and must be an object with plugin and data")
-    unknown = sorted(set(job) - JOB_FIELDS)
+    unknown = _unknown_names(job, JOB_FIELDS)
     if unknown:
         raise InvalidJob(f"job.{unknown[0]}", "unknown field (a job has plugin and data)")
     if "plugin" not in job:
