@@ -239,20 +239,22 @@ class Supervisor:
                 continue
             if not worker.eof:
                 self.handle_messages(worker)  # a result already sent counts
+            had_job = bool(worker.jobs)
             if worker.jobs:
                 head = worker.jobs.popleft()
                 self.record_failure(worker, head, describe_exit(status), "retry")
                 self.giveback.extend(a.job for a in worker.jobs)
                 worker.jobs.clear()
-            self.note_death(worker, status)
+            self.note_death(worker, status, had_job)
             self.pool.forget(worker)
 
-    def note_death(self, worker: WorkerHandle, status: int) -> None:
+    def note_death(self, worker: WorkerHandle, status: int, had_job: bool) -> None:
+        """Log an unexpected death; a worker that died young without a job backs off forks."""
         now = self.os.monotonic()
         if worker.killed_by_us or worker.state is WorkerState.RETIRING:
             return
         log.warning("worker %d ended unexpectedly: %s", worker.pid, describe_exit(status))
-        if worker.jobs_done == 0 and now - worker.spawned_at < EARLY_DEATH:
+        if not had_job and worker.jobs_done == 0 and now - worker.spawned_at < EARLY_DEATH:
             self.spawn_backoff = min(30.0, max(0.1, self.spawn_backoff * 2))
             self.spawn_not_before = now + self.spawn_backoff
             log.warning("worker died %.2f s after start; next fork in %.1f s",

@@ -1,0 +1,208 @@
+"""The supervisor's decisions, driven through a fake OS layer and an injected clock."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from fakes import SIGKILL, SIGSEGV, SIGTERM, FakeOS, exited, signalled
+
+from dtq.engine.base import Defaults
+from dtq.engine.redis_engine import RedisEngine
+from dtq.job import build_job
+from dtq.supervisor.messages import FrameReader, encode
+from dtq.supervisor.pool import WorkerState
+from dtq.supervisor.settings import SupervisorSettings
+from dtq.supervisor.supervisor import State, Supervisor
+
+
+@pytest.fixture
+def world(fake_redis):
+    fake_os = FakeOS()
+    engine = RedisEngine(client=fake_redis, clock=fake_os.time,
+                         defaults=Defaults(max_attempts=1, backoff=0.0))
+    made = []
+
+    def make(**overrides) -> Supervisor:
+        settings = SupervisorSettings(name="test-sup", workers=overrides.pop("workers", 1),
+                                      poll=0.5, kill_grace=2.0, **overrides)
+        sup = Supervisor(settings, engine, plugins={}, os_layer=fake_os)
+        made.append(sup)
+        return sup
+
+    yield fake_os, engine, make
+    fake_os.close_all()
+
+
+def jobs_sent(fake_os: FakeOS, pid: int) -> list[dict]:
+    reader = FrameReader()
+    fd = fake_os.child_ends[pid][0]
+    os.set_blocking(fd, False)
+    try:
+        return reader.feed(os.read(fd, 1 << 20))
+    except BlockingIOError:
+        return []
+
+
+def report(fake_os: FakeOS, pid: int, job: dict, kind: str = "ok", **extra) -> None:
+    msg = {"t": kind, "id": job["id"], "a": job["a"], "wall": 0.5, "cpu": 0.4, "rss": 1000, **extra}
+    if kind == "ok":
+        msg.setdefault("r", json.dumps({"ok": True}))
+    os.write(fake_os.child_ends[pid][1], encode(msg))
+
+
+def start_one(world, **job_options):
+    fake_os, engine, make = world
+    sup = make(**job_options.pop("settings", {}))
+    job = build_job("noop", {"n": 1}, options=job_options)
+    engine.enqueue(job)
+    sup.tick()  # forks the worker
+    sup.tick()  # claims and sends the job
+    (pid,) = sup.pool.workers
+    (sent,) = jobs_sent(fake_os, pid)
+    return sup, pid, sent, job
+
+
+def test_a_result_completes_the_job(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    report(fake_os, pid, sent)
+    sup.tick()
+    status = engine.status(job.id, "default")
+    assert status.state == "done" and status.result == {"ok": True}
+    assert status.history[0]["wall"] == 0.5 and status.history[0]["cpu"] == 0.4
+    assert sup.pool.workers[pid].state is WorkerState.IDLE
+
+
+def test_timeout_sends_the_soft_signal_then_kills_after_the_grace(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, timeout=5)
+    fake_os.advance(4.9)
+    sup.tick()
+    assert fake_os.signals == []
+    fake_os.advance(0.2)
+    sup.tick()
+    assert fake_os.signals == [(pid, SIGTERM)]
+    status = engine.status(job.id, "default")
+    assert status.state == "dead" and status.error == "timeout after 5 s"
+    fake_os.advance(1.9)
+    sup.tick()
+    assert fake_os.signals == [(pid, SIGTERM)]
+    fake_os.advance(0.2)
+    sup.tick()
+    assert fake_os.signals[-1] == (pid, SIGKILL)
+
+
+def test_a_late_result_after_the_timeout_is_ignored(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, timeout=1)
+    fake_os.advance(1.5)
+    sup.tick()
+    report(fake_os, pid, sent)
+    sup.tick()
+    assert engine.status(job.id, "default").state == "dead"
+
+
+def test_memory_breach_kills_the_worker_with_the_reason(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, memory_limit="100M")
+    fake_os.rss[pid] = 250 * 2**20
+    fake_os.advance(0.2)
+    sup.tick()
+    assert (pid, SIGKILL) in fake_os.signals
+    reason = engine.status(job.id, "default").error
+    assert reason == "memory limit exceeded: peak 250.0 MiB > limit 100.0 MiB"
+
+
+def test_consecutive_breaches_rule_ignores_a_spike(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, memory_limit="100M", settings={"memory_breaches": 3})
+    for rss in (250, 250, 50, 250, 250):
+        fake_os.rss[pid] = rss * 2**20
+        fake_os.advance(0.2)
+        sup.tick()
+    assert fake_os.signals == []
+    fake_os.advance(0.2)
+    sup.tick()
+    assert fake_os.signals == [(pid, SIGKILL)]
+
+
+def test_a_segfault_is_decoded_and_a_new_worker_forked(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    fake_os.die(pid, signalled(SIGSEGV))
+    sup.tick()
+    assert engine.status(job.id, "default").error == "killed by SIGSEGV"
+    assert list(sup.pool.workers) == [pid + 1]
+
+
+def test_a_result_in_the_pipe_of_a_dead_worker_counts(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    report(fake_os, pid, sent)
+    fake_os.die(pid, exited(0))
+    sup.tick()
+    status = engine.status(job.id, "default")
+    assert status.state == "done" and len(status.history) == 1
+
+
+def test_sigkill_not_sent_by_us_is_reported_as_such(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    fake_os.die(pid, signalled(SIGKILL))
+    sup.tick()
+    assert engine.status(job.id, "default").error == "killed by SIGKILL, not by dtq: out of memory?"
+
+
+def test_early_worker_deaths_back_off_instead_of_fork_looping(world):
+    fake_os, _, make = world
+    sup = make()
+    sup.tick()
+    delays = []
+    for _ in range(5):
+        (pid,) = sup.pool.workers
+        fake_os.die(pid, exited(70))
+        sup.tick()
+        delays.append(sup.spawn_backoff)
+        assert not sup.pool.workers  # no immediate re-fork
+        fake_os.advance(sup.spawn_backoff)
+        sup.tick()
+    assert delays == sorted(delays) and delays[-1] > delays[0]
+
+
+def test_only_free_workers_get_long_jobs(world):
+    fake_os, engine, make = world
+    sup = make(workers=2)
+    for i in range(5):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    sup.tick()
+    assert engine.stats("default")["running"] == 2
+    assert sum(len(jobs_sent(fake_os, pid)) for pid in sup.pool.workers) == 2
+
+
+def test_shrinking_retires_idle_workers_first(world):
+    fake_os, engine, make = world
+    sup = make(workers=3)
+    engine.enqueue(build_job("noop", {}))
+    sup.tick()
+    sup.tick()
+    busy = [w.pid for w in sup.pool.workers.values() if w.jobs]
+    sup.scale(1, "test")
+    sup.tick()
+    alive = [w.pid for w in sup.pool.workers.values() if w.alive]
+    assert alive == busy
+    assert fake_os.signals == []
+
+
+def test_drain_then_stop_gives_back_what_is_left(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, settings={"grace": 10})
+    sup.request_stop("SIGTERM")
+    assert sup.state is State.DRAINING
+    fake_os.advance(10.1)
+    sup.tick()
+    assert (pid, SIGKILL) in fake_os.signals
+    status = engine.status(job.id, "default")
+    assert status.state == "queued" and status.failures == 0

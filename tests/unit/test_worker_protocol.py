@@ -1,0 +1,59 @@
+"""Pipe framing and exit decoding: what the supervisor reads from its workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from dtq.supervisor.exits import describe_exit, format_bytes
+from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_job
+
+
+def test_frames_split_anywhere_are_reassembled():
+    data = encode({"t": "ok", "id": "a"}) + encode({"t": "err", "id": "b", "e": "x"})
+    reader = FrameReader()
+    got = []
+    for i in range(len(data)):
+        got += reader.feed(data[i:i + 1])
+    assert [m["id"] for m in got] == ["a", "b"] and reader.pending == 0
+
+
+def test_job_frames_splice_the_data_json_verbatim():
+    frame = encode_job("j1", "q", 3, "noop", '{"k":[1,2,{"x":null}]}', 5.0, None)
+    (msg,) = FrameReader().feed(frame)
+    assert msg == {"t": "job", "id": "j1", "q": "q", "a": 3, "p": "noop", "timeout": 5.0,
+                   "mem": None, "d": {"k": [1, 2, {"x": None}]}}
+
+
+@pytest.mark.parametrize("garbage", [
+    HEADER.pack(5) + b"nope!",                # not JSON
+    HEADER.pack(4) + b"[1 ]",                 # JSON, not a message
+    HEADER.pack(2**31) + b"x",                # absurd length
+])
+def test_garbage_from_a_worker_is_a_frame_error(garbage):
+    with pytest.raises(FrameError):
+        FrameReader().feed(garbage)
+
+
+def test_nothing_but_json_crosses_the_pipe():
+    with pytest.raises(TypeError):
+        encode({"t": "ok", "r": object()})
+    assert json.loads(encode({"t": "ok"})[HEADER.size:]) == {"t": "ok"}
+
+
+@pytest.mark.parametrize("status, text", [
+    (3 << 8, "exit code 3"),
+    (signal.SIGSEGV, "killed by SIGSEGV"),
+    (signal.SIGKILL, "killed by SIGKILL, not by dtq: out of memory?"),
+    (signal.SIGABRT, "killed by SIGABRT"),
+])
+def test_exit_statuses_are_decoded(status, text):
+    assert describe_exit(status) == text
+
+
+def test_sizes_read_like_an_operator_expects():
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(150 * 2**20) == "150.0 MiB"
+    assert format_bytes(2.5 * 2**30) == "2.5 GiB"
