@@ -24,10 +24,14 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: str,
-               deadline: float | None, memory_limit: int | None) -> bytes:
-    """A job message; the job's data is spliced in as the JSON text it already is."""
+               timeout: float | None, memory_limit: int | None) -> bytes:
+    """A job message; the job's data is spliced in as the JSON text it already is.
+
+    ``timeout`` (not a deadline): a batched job starts later than it is sent, so the
+    worker sets the plugin's deadline when it starts the job.
+    """
     head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
-                       "deadline": deadline, "mem": memory_limit}, separators=(",", ":"))
+                       "timeout": timeout, "mem": memory_limit}, separators=(",", ":"))
     body = (head[:-1] + ',"d":' + data_json + "}").encode()
     return HEADER.pack(len(body)) + body
 

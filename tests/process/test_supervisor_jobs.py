@@ -110,3 +110,11 @@ def test_status_command_shows_attempt_figures(start_supervisor, queue, redis_url
     assert "state: done" in out
     assert "attempt 1:" in out and "exit code 3" in out
     assert "wall" in out and "cpu" in out and "peak" in out
+
+
+def test_the_plugin_context_carries_the_job_and_its_deadline(start_supervisor, queue):
+    job_id = queue.enqueue("context", {}, timeout=30)
+    start_supervisor("--workers", "1", plugins=("Context",))
+    seen = queue.result(job_id, timeout=10)
+    assert seen["job_id"] == job_id and seen["attempt"] == 1 and seen["queue"] == "default"
+    assert 25 < seen["time_left"] <= 30

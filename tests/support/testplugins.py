@@ -159,3 +159,13 @@ class ExitAfterResult(Plugin):
 
         threading.Timer(float(data.get("after", 0.05)), os._exit, (5,)).start()
         return {"attempt": ctx.attempt}
+
+
+class Context(Plugin):
+    """Returns what the plugin sees of its context."""
+
+    name = "context"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        return {"job_id": ctx.job_id, "attempt": ctx.attempt, "queue": ctx.queue,
+                "time_left": ctx.time_left()}
