@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dtq.cli import operators, producer, supervise
+from dtq.cli import montage, operators, producer, supervise
 from dtq.errors import EngineUnavailable, InvalidJob, JobNotFound, PluginError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     producer.register(commands)
     supervise.register(commands)
     operators.register(commands)
+    montage.register(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from dtq.cli.progress import follow, summarise
 from dtq.client import Queue
 from dtq.engine.base import JobStatus
 from dtq.errors import InvalidJob, JobFailed, ResultTimeout
@@ -31,6 +32,7 @@ def register(commands: Any) -> None:
     p.add_argument("--delay", type=float, help="seconds before the job may run")
     p.add_argument("--run-at", type=float, help="epoch seconds before which the job does not run")
     p.add_argument("--result-ttl", type=float, help="seconds the result is kept")
+    p.add_argument("--wait", action="store_true", help="show progress until the jobs are done")
     p.set_defaults(run=cmd_enqueue)
 
     p = commands.add_parser("status", help="show a job's state, attempts and result")
@@ -65,7 +67,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.from_file:
         if args.plugin:
             raise InvalidJob("--from", "give either a PLUGIN or --from FILE, not both")
-        return enqueue_file(queue, args.from_file)
+        code, ids = enqueue_file(queue, args.from_file)
+        if args.wait and ids:
+            code = max(code, summarise(ids, follow(queue, ids)))
+        return code
     if not args.plugin:
         raise InvalidJob("PLUGIN", "name the plugin, or give --from FILE")
     try:
@@ -81,6 +86,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         print(f"dtq: job {result.id} exists already ({result.state}); not enqueued again",
               file=sys.stderr)
     print(result.id)
+    if args.wait:
+        return summarise([result.id], follow(queue, [result.id]))
     return 0
 
 
@@ -92,16 +99,21 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
                 yield number, line.strip()
 
 
-def enqueue_file(queue: Queue, path: str, chunk: int = 5000) -> int:
-    """One envelope per line; bad lines are reported by number, good ones enqueued."""
+def enqueue_file(queue: Queue, path: str, chunk: int = 5000) -> tuple[int, list[str]]:
+    """One envelope per line; bad lines are reported by number, good ones enqueued.
+
+    Returns the exit code (1 when a line was bad) and the ids of the enqueued jobs.
+    """
     bad = created = existing = 0
     batch: list[Any] = []
+    ids: list[str] = []
 
     def flush() -> None:
         nonlocal created, existing
         for result in queue.submit_many(batch):
             created += result.created
             existing += not result.created
+            ids.append(result.id)
         batch.clear()
 
     for number, line in _lines(path):
@@ -115,7 +127,7 @@ def enqueue_file(queue: Queue, path: str, chunk: int = 5000) -> int:
     flush()
     print(f"enqueued {created} jobs" + (f" ({existing} already existed)" if existing else "")
           + (f"; {bad} bad lines skipped" if bad else ""))
-    return 1 if bad else 0
+    return (1 if bad else 0), ids
 
 
 def status_dict(status: JobStatus) -> dict[str, Any]:

@@ -10,11 +10,10 @@ from typing import Any
 from dtq.engine.base import Defaults
 from dtq.engine.redis_engine import RedisEngine
 from dtq.job import parse_size
-from dtq.plugin import PluginConfig
 from dtq.plugin_loader import ENTRY_POINT_GROUP, load_plugins
 from dtq.supervisor.limits import usable_cores
 from dtq.supervisor.settings import SupervisorSettings, default_name
-from dtq.supervisor.supervisor import Supervisor
+from dtq.supervisor.supervisor import Supervisor, plugin_config
 
 
 def register(commands: Any) -> None:
@@ -44,6 +43,8 @@ def register(commands: Any) -> None:
     p.add_argument("--result-ttl", type=float, default=7 * 86400.0, help="default result TTL (s)")
     p.add_argument("--allow-path", action="append", default=[], type=Path, metavar="DIR",
                    help="a directory plugins may read and write under (repeatable)")
+    p.add_argument("--plugin-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for plugins, e.g. montage_max_inputs=500 (repeatable)")
     p.add_argument("--user", help="run workers as this user")
     p.add_argument("--group", help="run workers with this group")
     p.set_defaults(run=cmd_supervise)
@@ -73,11 +74,29 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         if not path.is_dir():
             print(f"dtq: --allow-path {path}: not a directory", file=sys.stderr)
             return 2
+    options = {}
+    for item in args.plugin_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"dtq: --plugin-option {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        options[key.strip()] = _option_value(value.strip())
+    settings.plugin_options = options
     plugins = load_plugins(settings.plugins,
                            entry_point_group=ENTRY_POINT_GROUP if settings.entry_points else None,
-                           config=PluginConfig(tuple(p.resolve() for p in settings.allow_paths)))
+                           config=plugin_config(settings))
     if not plugins:
         print("dtq: no plugins to run (install one or pass --plugin module:Class)", file=sys.stderr)
         return 2
     engine = RedisEngine(args.redis_url, defaults=settings.defaults, socket_timeout=5.0)
     return Supervisor(settings, engine, plugins).run()
+
+
+def _option_value(text: str) -> Any:
+    """Numbers and booleans as such, anything else as the string it is."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)

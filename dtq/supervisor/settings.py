@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dtq.engine.base import Defaults
 
@@ -40,6 +41,7 @@ class SupervisorSettings:
     max_batch: int = 64
     burst: bool = False
     allow_paths: list[Path] = field(default_factory=list)
+    plugin_options: dict[str, Any] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     user: str | None = None
     group: str | None = None

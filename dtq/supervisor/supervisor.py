@@ -22,7 +22,7 @@ from typing import Any
 
 from dtq.engine.base import ClaimedJob, Engine, Listener, Outcome, SupervisorInfo
 from dtq.errors import EngineUnavailable, PluginError
-from dtq.plugin import Plugin
+from dtq.plugin import Plugin, PluginConfig
 from dtq.plugin_loader import load_plugins
 from dtq.supervisor.exits import describe_exit, format_bytes
 from dtq.supervisor.messages import FrameError
@@ -219,7 +219,7 @@ class Supervisor:
         try:
             plugins = load_plugins(self.settings.plugins, reload=True,
                                    entry_point_group="dtq.plugins" if self.settings.entry_points else None,
-                                   config=_plugin_config(self.settings))
+                                   config=plugin_config(self.settings))
         except PluginError as exc:
             log.error("SIGHUP: plugin reload failed, keeping the old ones: %s", exc)
             return
@@ -685,10 +685,10 @@ class Supervisor:
         log.info("supervisor %s stopped", self.settings.name)
 
 
-def _plugin_config(settings: SupervisorSettings):  # -> PluginConfig
-    from dtq.plugin import PluginConfig
-
-    return PluginConfig(allowed_paths=tuple(p.resolve() for p in settings.allow_paths))
+def plugin_config(settings: SupervisorSettings) -> PluginConfig:
+    """What every plugin is told: the allowed roots and the operator's plugin options."""
+    return PluginConfig(allowed_paths=tuple(p.resolve() for p in settings.allow_paths),
+                        options=dict(settings.plugin_options))
 
 
 def _drop_privileges(settings: SupervisorSettings):
