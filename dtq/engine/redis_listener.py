@@ -33,7 +33,8 @@ class RedisListener:
         return sock.fileno()
 
     def drain(self) -> list[tuple[str, str]]:
-        """Every message already received: ('wake', queue) or ('control', payload)."""
+        """Every message already received: ('wake', queue) after an enqueue, ('inbox', queue)
+        after a raw RPUSH whose producer published 'inbox', or ('control', payload)."""
         events: list[tuple[str, str]] = []
         try:
             while (msg := self._pubsub.get_message(timeout=0.0)) is not None:
@@ -41,7 +42,8 @@ class RedisListener:
                 if channel == self._control and isinstance(payload, bytes):
                     events.append(("control", payload.decode("utf-8", "replace")))
                 elif channel in self._wake:
-                    events.append(("wake", self._wake[channel]))
+                    kind = "inbox" if payload == b"inbox" else "wake"
+                    events.append((kind, self._wake[channel]))
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.broken = True
         return events

@@ -30,10 +30,22 @@ def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: st
     ``timeout`` (not a deadline): a batched job starts later than it is sent, so the
     worker sets the plugin's deadline when it starts the job.
     """
-    head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
-                       "timeout": timeout, "mem": memory_limit}, separators=(",", ":"))
-    body = (head[:-1] + ',"d":' + data_json + "}").encode()
+    if _plain(job_id) and _plain(queue) and _plain(plugin):  # validated names: no escaping
+        body = (f'{{"t":"job","id":"{job_id}","q":"{queue}","a":{int(attempt)},"p":"{plugin}",'
+                f'"timeout":{_number(timeout)},"mem":{_number(memory_limit)},"d":{data_json}}}').encode()
+    else:
+        head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
+                           "timeout": timeout, "mem": memory_limit}, separators=(",", ":"))
+        body = (head[:-1] + ',"d":' + data_json + "}").encode()
     return HEADER.pack(len(body)) + body
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and '"' not in text and "\\" not in text and text.isprintable()
+
+
+def _number(value: float | int | None) -> str:
+    return "null" if value is None else repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
 class FrameReader:

@@ -75,6 +75,8 @@ class Supervisor:
         self.next_heartbeat = now
         self.next_recover = now
         self.next_poll = now
+        self.next_inbox = now
+        self.inbox_due = True
         self.next_memory = now
         self.started_wall = self.os.time()
 
@@ -192,8 +194,9 @@ class Supervisor:
         if not self.listener:
             return
         for kind, payload in self.listener.drain():
-            if kind == "wake":
+            if kind in ("wake", "inbox"):
                 self.next_poll = self.os.monotonic()
+                self.inbox_due = self.inbox_due or kind == "inbox"
             elif kind == "control":
                 self.handle_control(payload)
 
@@ -298,8 +301,9 @@ class Supervisor:
             if worker.jobs_done == 1:  # a fresh worker works: forks need no more backing off
                 self.spawn_backoff = 0.0
             self.add_outcome(Outcome(head.job, "done", str(msg.get("r", "null")), record=record))
-            log.info("job %s %s attempt %d done in %.3f s", head.job.id, head.job.plugin,
-                     head.job.attempt, wall)
+            if log.isEnabledFor(logging.INFO):
+                log.info("job %s %s attempt %d done in %.3f s", head.job.id, head.job.plugin,
+                         head.job.attempt, wall)
         else:
             kind = "permanent" if msg.get("perm") else "retry"
             self.finish_failure(head, str(msg.get("e") or "failed"), kind, record)
@@ -329,8 +333,8 @@ class Supervisor:
     def attempt_record(self, a: Assignment, wall: float, cpu: float, reason: str = "") -> dict[str, Any]:
         record: dict[str, Any] = {
             "attempt": a.job.attempt, "holder": self.settings.name,
-            "started_at": round(a.started_wall, 6), "finished_at": round(self.os.time(), 6),
-            "wall": round(wall, 6), "cpu": round(cpu, 6), "peak_rss": a.peak_rss}
+            "started_at": a.started_wall, "finished_at": self.os.time(),
+            "wall": wall, "cpu": cpu, "peak_rss": a.peak_rss}
         if reason:
             record["reason"] = reason
         return record
@@ -491,7 +495,10 @@ class Supervisor:
             return  # enough claimed ahead: refill in large batches, not a few per tick
         got = 0
         try:
-            self.admit_inboxes()
+            if self.inbox_due or now >= self.next_inbox:
+                self.admit_inboxes()
+                self.inbox_due = False
+                self.next_inbox = now + self.settings.poll
             next_due = None
             for queue in self.settings.queues:
                 result = self.engine.claim(queue, self.settings.name, want - got, self.settings.lease)

@@ -80,6 +80,8 @@ class Worker:
         self.reader = FrameReader()
         self._backlog: deque[dict[str, Any]] = deque()
         self._held = bytearray()
+        self._limited = False
+        self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
 
     def serve(self) -> NoReturn:
@@ -124,9 +126,11 @@ class Worker:
         timeout = msg.get("timeout")
         ctx = JobContext(job_id=job_id, attempt=attempt, queue=msg.get("q", "default"),
                          deadline=time.time() + timeout if timeout else None,
-                         logger=logging.getLogger(f"dtq.plugin.{msg['p']}"),
+                         logger=self._logger(msg["p"]),
                          report=lambda f, m: self._send({"t": "progress", "id": job_id, "f": f, "m": m}))
-        self._limit_data(msg.get("mem"))
+        limit = msg.get("mem")
+        if limit or self._limited:
+            self._limit_data(limit)
         t0, c0 = time.perf_counter(), _cpu()
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
@@ -144,10 +148,18 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
             outcome.update(t="err", e=_describe(exc))
         finally:
-            self._limit_data(None)
-        outcome.update(wall=time.perf_counter() - t0, cpu=_cpu() - c0, rss=_rss())
+            if self._limited:
+                self._limit_data(None)
+        wall = time.perf_counter() - t0
+        outcome.update(wall=wall, cpu=_cpu() - c0, rss=_rss() if wall > 0.005 else 0)
         self._send(outcome, hold=bool(self._backlog) and verdict != "exit")
         return verdict
+
+    def _logger(self, plugin: str) -> logging.Logger:
+        logger = self._loggers.get(plugin)
+        if logger is None:
+            logger = self._loggers[plugin] = logging.getLogger(f"dtq.plugin.{plugin}")
+        return logger
 
     def _call(self, msg: dict[str, Any], ctx: JobContext) -> Any:
         plugin = self.plugins.get(msg["p"])
@@ -175,7 +187,9 @@ class Worker:
             _, hard = resource.getrlimit(resource.RLIMIT_DATA)
             if limit is None:
                 resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+                self._limited = False
                 return
+            self._limited = True
             base = _vm_data()
             soft = base + int(limit * 1.25) + 64 * _MIB
             if hard == resource.RLIM_INFINITY or soft < hard:
