@@ -84,7 +84,7 @@ local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
   local jkey = prefix .. 'job:' .. id
   local existing = redis.call('HGET', jkey, 'state')
   if existing then return existing end
-  local opts = cjson.decode(opts_json)
+  local opts = opts_json == '' and {} or cjson.decode(opts_json)
   local state
   run_at = tonumber(run_at)
   if run_at and run_at > now then
