@@ -72,6 +72,7 @@ class RedisEngine(Engine):
         except ValueError as exc:
             raise EngineUnavailable(f"bad Redis URL {self.url!r}: {exc}") from None
         self._shas = {n: hashlib.sha1(script_source(n).encode()).hexdigest() for n in SCRIPT_NAMES}
+        self._loaded = False
 
     # --- plumbing ----------------------------------------------------------
     def _now_ms(self) -> int:
@@ -96,11 +97,17 @@ class RedisEngine(Engine):
 
     def _load_scripts(self) -> None:
         """(Re)load every script: after a Redis restart its script cache is empty."""
+        pipe = self.client.pipeline(transaction=False)
         for name in SCRIPT_NAMES:
-            self._shas[name] = self.client.script_load(script_source(name))
+            pipe.script_load(script_source(name))
+        for name, sha in zip(SCRIPT_NAMES, pipe.execute(), strict=True):
+            self._shas[name] = _s(sha)
+        self._loaded = True
 
     def _run(self, name: str, key: str, args: Sequence[Any]) -> Any:
         """One script call by SHA, loading the scripts when Redis does not know them."""
+        if not self._loaded:
+            self._load_scripts()
         try:
             return self.client.evalsha(self._shas[name], 1, key, *args)
         except redis.exceptions.NoScriptError:
@@ -113,6 +120,8 @@ class RedisEngine(Engine):
 
         A call refused with NOSCRIPT did nothing, so only those are sent again.
         """
+        if not self._loaded:
+            self._load_scripts()
         pipe = self.client.pipeline(transaction=False)
         if extra is not None:
             extra(pipe)
@@ -143,7 +152,10 @@ class RedisEngine(Engine):
     def _job_args(job: Job) -> list[Any]:
         opts = job.options.to_wire()
         run_at = opts.pop("run_at", None)
-        return [job.id, job.plugin, job.data_json, json.dumps(opts),
+        opts.pop("queue")  # the key says which queue
+        if not opts.get("priority"):
+            opts.pop("priority")
+        return [job.id, job.plugin, job.data_json, json.dumps(opts) if opts else "",
                 "" if run_at is None else int(run_at * 1000)]
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[EnqueueResult]:
