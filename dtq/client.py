@@ -15,6 +15,7 @@ from dtq.errors import InvalidJob, JobFailed, JobNotFound, ResultTimeout
 from dtq.job import Job, build_job, parse_envelope
 
 Envelope = dict[str, Any] | str | bytes | Job
+DEAD_LETTER_PREFIX = "bad-"  # the id a malformed inbox entry is dead-lettered under
 
 
 class Queue:
@@ -77,8 +78,20 @@ class Queue:
         raise JobNotFound(f"no job {job_id!r} (never enqueued, or its result expired)")
 
     def status(self, job_id: str) -> JobStatus:
-        """Everything recorded about the job; raises JobNotFound."""
-        status = self.engine.status(job_id, self._queue_of(job_id))
+        """Everything recorded about the job; raises JobNotFound.
+
+        A malformed inbox entry is dead-lettered as ``bad-<its id>``; asking for the
+        id the producer gave finds that dead letter and its reason.
+        """
+        try:
+            queue = self._queue_of(job_id)
+        except JobNotFound:
+            try:
+                queue = self._queue_of(DEAD_LETTER_PREFIX + job_id)
+            except JobNotFound:
+                raise JobNotFound(f"no job {job_id!r} (never enqueued, or its result expired)") from None
+            job_id = DEAD_LETTER_PREFIX + job_id
+        status = self.engine.status(job_id, queue)
         if status is None:
             raise JobNotFound(f"no job {job_id!r} (never enqueued, or its result expired)")
         return status
