@@ -185,6 +185,8 @@ def new_job_id() -> str:
 
 
 def _check_depth(value: Any, limit: int = MAX_NESTING) -> None:
+    if isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()):
+        return  # the common flat object: nothing to walk
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -34,6 +34,8 @@ from dtq.engine.base import (
 )
 from dtq.engine.records import status_from_hash
 from dtq.engine.redis_listener import RedisListener
+from dtq.engine.redis_subscriber import ProtocolError as SubscribeError
+from dtq.engine.redis_subscriber import RawSubscriber
 from dtq.engine.scripts import SCRIPT_NAMES, script_source
 from dtq.errors import EngineUnavailable, InvalidJob
 from dtq.job import Job, parse_envelope, parse_id
@@ -82,7 +84,7 @@ class RedisEngine(Engine):
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except redis.AuthenticationError as exc:  # a ConnectionError subclass: catch it first
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:  # first
             raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
@@ -374,8 +376,18 @@ class RedisEngine(Engine):
         with self._errors():
             return sorted(_s(q) for q in self.client.smembers(keys.QUEUES))
 
-    def listen(self, queues: Sequence[str], name: str) -> RedisListener:
+    def listen(self, queues: Sequence[str], name: str) -> RedisListener | RawSubscriber:
+        pool = self.client.connection_pool
+        kw = pool.connection_kwargs
+        plain_tcp = pool.connection_class is redis.Connection and "host" in kw
         with self._errors():
+            if plain_tcp:
+                try:
+                    return RawSubscriber(kw["host"], int(kw.get("port", 6379)), queues, name,
+                                         username=kw.get("username"), password=kw.get("password"))
+                except SubscribeError as exc:
+                    raise EngineUnavailable(f"Redis at {self._where()} refused the subscription: "
+                                            f"{exc}") from None
             return RedisListener(self.client, queues, name)
 
     def send_control(self, name: str, command: dict[str, Any]) -> bool:
