@@ -86,3 +86,30 @@ def test_no_process_left_after_a_stop(start_supervisor, queue):
     assert sup.wait(15) == 0
     wait_until(lambda: sup.alive_leftovers() == [], timeout=5, message="everything gone")
     assert os.getpgid(os.getpid()) != sup.pid
+
+
+def test_kernel_limit_backs_up_the_sampler(start_supervisor, queue):
+    # readings once a minute: only the worker's RLIMIT_DATA can stop this job in time
+    job_id = queue.enqueue("eat_memory", {"mib": 3000, "step": 0}, memory_limit="100M",
+                           max_attempts=1)
+    start_supervisor("--workers", "1", "--memory-sample", "60", plugins=("EatMemory",))
+    with pytest.raises(JobFailed) as err:
+        queue.result(job_id, timeout=20)
+    assert err.value.reason == "memory limit exceeded: allocation refused (limit 100 MiB)"
+
+
+def test_workers_are_recycled_after_max_jobs(start_supervisor, queue):
+    ids = [queue.enqueue("noop", {"i": i}) for i in range(40)]
+    start_supervisor("--workers", "1", "--max-jobs-per-worker", "10", plugins=("Noop",))
+    pids = [queue.result(i, timeout=20)["pid"] for i in ids]
+    per_worker = [pids.count(p) for p in dict.fromkeys(pids)]
+    assert len(per_worker) >= 4  # 40 jobs, 9-11 per worker
+    assert all(n <= 11 for n in per_worker)
+
+
+def test_worker_whose_idle_memory_grew_is_recycled(start_supervisor, queue):
+    leak = queue.enqueue("leak", {"mib": 150})
+    after = queue.enqueue("noop", {})
+    start_supervisor("--workers", "1", "--idle-memory-limit", "100M", plugins=("Noop", "Leak"))
+    leaked_in = queue.result(leak, timeout=20)["pid"]
+    assert queue.result(after, timeout=20)["pid"] != leaked_in

@@ -169,3 +169,16 @@ class Context(Plugin):
     def process(self, data: Any, ctx: JobContext) -> Any:
         return {"job_id": ctx.job_id, "attempt": ctx.attempt, "queue": ctx.queue,
                 "time_left": ctx.time_left()}
+
+
+_LEAKED: list[bytearray] = []
+
+
+class Leak(Plugin):
+    """Keeps data['mib'] MiB alive after the job, like a cache that never shrinks."""
+
+    name = "leak"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        _LEAKED.extend(bytearray(1024 * 1024) for _ in range(int(data.get("mib", 10))))
+        return {"pid": os.getpid()}
