@@ -81,7 +81,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                                 "options": {"queue": args.queue, **_options(args)}}
     if args.id is not None:
         envelope["id"] = args.id
-    result = queue.submit_many([envelope])[0]
+    result = queue.engine.enqueue(queue.job(envelope))  # errors name the field, not '[0].'
     if not result.created:
         print(f"dtq: job {result.id} exists already ({result.state}); not enqueued again",
               file=sys.stderr)
