@@ -876,9 +876,11 @@ def test_listen_is_woken_by_an_enqueue(real_engine: RedisEngine, listener: Any) 
 def test_listen_is_woken_by_a_plain_redis_producer(real_engine: RedisEngine, listener: Any) -> None:
     qk = keys.QueueKeys(Q)
     real_engine.client.rpush(qk.inbox, json.dumps({"job": {"plugin": "p"}}))
-    real_engine.client.publish(qk.wake_channel, "1")
-    assert ("wake", Q) in _events_after_select(listener, ("wake", Q))
+    real_engine.client.publish(qk.wake_channel, "inbox")  # as docs/protocol.md says
+    assert ("inbox", Q) in _events_after_select(listener, ("inbox", Q))
     assert real_engine.admit_inbox(Q) == 1
+    real_engine.client.publish(qk.wake_channel, "1")  # any other payload: ready jobs
+    assert ("wake", Q) in _events_after_select(listener, ("wake", Q))
 
 
 def test_listen_gets_control_messages(real_engine: RedisEngine, listener: Any) -> None:
