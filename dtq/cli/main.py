@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from dtq.cli import montage, operators, producer, supervise
+from dtq.cli import admin, montage, operators, producer, supervise
+from dtq.cli.logs import setup_logging
 from dtq.errors import EngineUnavailable, InvalidJob, JobNotFound, PluginError
 
 
@@ -18,19 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "redis://localhost:6379/0); may carry a password, an ACL user, rediss://")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one object per line with job_id, plugin, attempt, duration, reason")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     producer.register(commands)
     supervise.register(commands)
     operators.register(commands)
     montage.register(commands)
+    admin.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         return int(args.run(args) or 0)
     except EngineUnavailable as exc:

@@ -47,6 +47,9 @@ def register(commands: Any) -> None:
                    help="a directory plugins may read and write under (repeatable)")
     p.add_argument("--plugin-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for plugins, e.g. montage_max_inputs=500 (repeatable)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics and /healthz here")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (0.0.0.0 for every interface)")
     p.add_argument("--user", help="run workers as this user")
     p.add_argument("--group", help="run workers with this group")
     p.set_defaults(run=cmd_supervise)
@@ -66,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
         max_jobs_per_worker=args.max_jobs_per_worker, lease=args.lease, heartbeat=args.heartbeat,
         poll=args.poll, grace=args.grace, kill_grace=args.kill_grace, burst=args.burst,
         allow_paths=list(args.allow_path), user=args.user, group=args.group,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         defaults=Defaults(max_attempts=args.max_attempts, backoff=args.backoff,
                           result_ttl=args.result_ttl))
 

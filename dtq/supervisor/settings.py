@@ -43,6 +43,8 @@ class SupervisorSettings:
     allow_paths: list[Path] = field(default_factory=list)
     plugin_options: dict[str, Any] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     user: str | None = None
     group: str | None = None
 

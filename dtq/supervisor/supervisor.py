@@ -25,7 +25,9 @@ from dtq.errors import EngineUnavailable, PluginError
 from dtq.plugin import Plugin, PluginConfig
 from dtq.plugin_loader import load_plugins
 from dtq.supervisor.exits import describe_exit, format_bytes
+from dtq.supervisor.http import MetricsServer
 from dtq.supervisor.messages import FrameError
+from dtq.supervisor.metrics import Metrics
 from dtq.supervisor.oslayer import HARD_SIGNAL, SOFT_SIGNAL, OSLayer
 from dtq.supervisor.pool import Assignment, Pool, WorkerHandle, WorkerState
 from dtq.supervisor.redis_health import RedisHealth
@@ -71,6 +73,8 @@ class Supervisor:
         self.spawn_not_before = 0.0
         self.recovered_own = False
         self.counters = {"done": 0, "failed": 0, "started": 0}
+        self.metrics = Metrics(settings.name)
+        self.http: MetricsServer | None = None
         now = self.os.monotonic()
         self.next_heartbeat = now
         self.next_recover = now
@@ -84,6 +88,11 @@ class Supervisor:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.signals = SignalQueue()
+        _set_title(f"dtq supervisor {self.settings.name}")
+        if self.settings.metrics_port is not None:
+            self.http = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
+                                      self.metrics.render, self.healthy)
+            log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.http.port)
         log.info("supervisor %s starting: %d workers, queues %s, plugins %s", self.settings.name,
                  self.target_workers, ",".join(self.settings.queues), ",".join(sorted(self.plugins)))
         try:
@@ -140,6 +149,8 @@ class Supervisor:
         listen_fd = self.listener.fileno() if self.listener else -1
         if listen_fd >= 0:
             readers.append(listen_fd)
+        if self.http:
+            readers.extend(self.http.fds())
         try:
             readable, writable, _ = select.select(readers, writers, [], timeout)
         except InterruptedError:
@@ -151,6 +162,8 @@ class Supervisor:
                 self.pool.flush(w)
         if listen_fd >= 0 and listen_fd in readable:
             self.handle_events()
+        if self.http and readable:
+            self.http.handle(readable)
 
     # --- signals and events ----------------------------------------------------
     def handle_signals(self) -> None:
@@ -301,9 +314,9 @@ class Supervisor:
             if worker.jobs_done == 1:  # a fresh worker works: forks need no more backing off
                 self.spawn_backoff = 0.0
             self.add_outcome(Outcome(head.job, "done", str(msg.get("r", "null")), record=record))
+            self.metrics.job_ended(head.job.plugin, "done", wall)
             if log.isEnabledFor(logging.INFO):
-                log.info("job %s %s attempt %d done in %.3f s", head.job.id, head.job.plugin,
-                         head.job.attempt, wall)
+                log_job(logging.INFO, "done", head.job, wall)
         else:
             kind = "permanent" if msg.get("perm") else "retry"
             self.finish_failure(head, str(msg.get("e") or "failed"), kind, record)
@@ -358,7 +371,8 @@ class Supervisor:
         record["reason"] = reason
         self.counters["failed"] += 1
         self.add_outcome(Outcome(a.job, kind, reason=reason, record=record))
-        log.warning("job %s %s attempt %d failed: %s", a.job.id, a.job.plugin, a.job.attempt, reason)
+        self.metrics.job_ended(a.job.plugin, kind, record["wall"], reason)
+        log_job(logging.WARNING, "failed", a.job, record["wall"], reason)
 
     def record_failure(self, worker: WorkerHandle, a: Assignment, reason: str, kind: str) -> None:
         """An attempt that ended without an outcome message (killed or died)."""
@@ -397,11 +411,12 @@ class Supervisor:
         if now < self.next_memory:
             return
         self.next_memory = now + self.settings.memory_sample
+        readings: dict[int, int] = {}
         for w in list(self.pool.workers.values()):
             head = w.head
             if head is None or w.state is not WorkerState.BUSY:
                 continue
-            rss = self.os.tree_rss(w.pid)
+            rss = readings[w.pid] = self.os.tree_rss(w.pid)
             head.peak_rss = max(head.peak_rss, rss)
             limit = head.memory_limit
             if not limit or rss <= limit:
@@ -412,6 +427,7 @@ class Supervisor:
                 reason = (f"memory limit exceeded: peak {format_bytes(head.peak_rss)} > "
                           f"limit {format_bytes(limit)}")
                 self.kill_worker(w, reason, HARD_SIGNAL, "retry")
+        self.metrics.set_worker_rss(readings)
 
     def cancel_running(self, job_ids: list[str]) -> None:
         wanted = set(job_ids)
@@ -474,6 +490,7 @@ class Supervisor:
                     a.start(self.os.monotonic(), self.os.time())
                 self.pool.send(w, a)
                 self.counters["started"] += 1
+                self.metrics.started.labels(job.plugin).inc()
                 sent = True
             if sent:
                 self.pool.flush(w)
@@ -575,6 +592,7 @@ class Supervisor:
                 if renewed.cancel:
                     self.cancel_running(renewed.cancel)
             control = self.engine.heartbeat(self.info(), ttl=max(60.0, self.settings.lease * 3))
+            self.update_gauges()
             if "workers" in control and control["workers"].lstrip("-").isdigit():
                 self.scale(int(control["workers"]), "dtq scale")
             if self.listener is None or getattr(self.listener, "broken", False):
@@ -582,6 +600,21 @@ class Supervisor:
             self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)
+
+    def update_gauges(self) -> None:
+        """Pool and queue figures for /metrics, refreshed at each heartbeat."""
+        self.metrics.pool_size.set(self.target_workers)
+        self.metrics.busy.set(self.busy_workers())
+        if self.http:
+            for queue in self.settings.queues:
+                self.metrics.set_queue_depths(queue, self.engine.stats(queue))
+
+    def healthy(self) -> tuple[bool, str]:
+        """/healthz: unhealthy while Redis is unreachable (a stuck loop does not answer at all)."""
+        self.metrics.redis_up.set(0 if self.health.down_since is not None else 1)
+        if self.health.down_since is not None:
+            return False, f"redis unreachable for {self.os.monotonic() - self.health.down_since:.0f} s"
+        return True, f"ok: {self.state.value}, {self.live_count()} workers, {self.busy_workers()} busy"
 
     def reconnect_listener(self) -> None:
         if self.listener is not None:
@@ -687,9 +720,28 @@ class Supervisor:
                       "(their leases expire and another supervisor recovers them)", exc)
         if self.listener:
             self.listener.close()
+        if self.http:
+            self.http.close()
         if self.signals:
             self.signals.close()
         log.info("supervisor %s stopped", self.settings.name)
+
+
+def log_job(level: int, event: str, job: ClaimedJob, wall: float, reason: str = "") -> None:
+    """One line per job event; --log-format json turns the extra fields into keys."""
+    log.log(level, "job %s %s attempt %d %s in %.3f s%s", job.id, job.plugin, job.attempt, event,
+            wall, f": {reason}" if reason else "",
+            extra={"job_id": job.id, "plugin": job.plugin, "attempt": job.attempt, "event": event,
+                   "duration": round(wall, 6), "queue": job.queue, **({"reason": reason} if reason else {})})
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:
+        pass
 
 
 def plugin_config(settings: SupervisorSettings) -> PluginConfig:

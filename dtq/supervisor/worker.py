@@ -128,6 +128,7 @@ class Worker:
                          deadline=time.time() + timeout if timeout else None,
                          logger=self._logger(msg["p"]),
                          report=lambda f, m: self._send({"t": "progress", "id": job_id, "f": f, "m": m}))
+        _set_title(f"dtq worker: {msg['p']} {job_id}")
         limit = msg.get("mem")
         if limit or self._limited:
             self._limit_data(limit)
@@ -153,6 +154,8 @@ class Worker:
         wall = time.perf_counter() - t0
         outcome.update(wall=wall, cpu=_cpu() - c0, rss=_rss() if wall > 0.005 else 0)
         self._send(outcome, hold=bool(self._backlog) and verdict != "exit")
+        if not self._backlog:
+            _set_title("dtq worker: idle")
         return verdict
 
     def _logger(self, plugin: str) -> logging.Logger:
@@ -196,6 +199,13 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
         except (ValueError, OSError):
             pass
+
+
+try:
+    from setproctitle import setproctitle as _set_title
+except ImportError:  # pragma: no cover - titles are a convenience
+    def _set_title(title: str) -> None:
+        return None
 
 
 def _describe(exc: BaseException) -> str:
