@@ -30,6 +30,7 @@ def register(commands: Any) -> None:
     p.add_argument("--memory-breaches", type=int, default=1,
                    help="consecutive readings over the limit before a kill (ignores spikes)")
     p.add_argument("--idle-memory-limit", help="recycle a worker whose idle RSS exceeds this")
+    p.add_argument("--max-file-size", help="largest file a worker may write, e.g. 1G (RLIMIT_FSIZE)")
     p.add_argument("--memory-sample", type=float, default=0.1,
                    help="seconds between memory readings of busy workers")
     p.add_argument("--max-jobs-per-worker", type=int, help="recycle workers after N jobs (+-10%%)")
@@ -64,6 +65,7 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
         timeout=args.timeout, timeout_ceiling=args.timeout_ceiling,
         memory_limit=parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None,
         memory_breaches=max(1, args.memory_breaches), memory_sample=args.memory_sample,
+        max_file_size=parse_size(args.max_file_size, "--max-file-size") if args.max_file_size else None,
         idle_memory_limit=parse_size(args.idle_memory_limit, "--idle-memory-limit")
         if args.idle_memory_limit else None,
         max_jobs_per_worker=args.max_jobs_per_worker, lease=args.lease, heartbeat=args.heartbeat,

@@ -19,6 +19,7 @@ from typing import Any
 
 from dtq.engine.base import ClaimedJob
 from dtq.plugin import Plugin
+from dtq.supervisor.exits import EXIT_START_FAILED
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.oslayer import OSLayer
 
@@ -85,11 +86,13 @@ class Pool:
 
     def __init__(self, os_layer: OSLayer, plugins: Mapping[str, Plugin],
                  max_jobs_per_worker: int | None = None,
-                 child_init: Callable[[], None] | None = None) -> None:
+                 child_init: Callable[[], None] | None = None,
+                 max_file_size: int | None = None) -> None:
         self.os = os_layer
         self.plugins = plugins
         self.max_jobs_per_worker = max_jobs_per_worker
         self.child_init = child_init
+        self.max_file_size = max_file_size
         self.workers: dict[int, WorkerHandle] = {}
         self.supervisor_pid = os.getpid()
 
@@ -114,11 +117,11 @@ class Pool:
         return handle
 
     def _child(self, fd_in: int, fd_out: int) -> None:  # pragma: no cover - child only
-        code = 70
+        code = EXIT_START_FAILED
         try:
             from dtq.supervisor.worker import Worker, prepare_child
 
-            prepare_child((fd_in, fd_out), self.supervisor_pid)
+            prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size)
             if self.child_init is not None:
                 self.child_init()
             Worker(fd_in, fd_out, self.plugins).serve()

@@ -29,6 +29,7 @@ class SupervisorSettings:
     memory_limit: int | None = None  # default per-job limit
     memory_breaches: int = 1  # consecutive readings over the limit before a kill
     idle_memory_limit: int | None = None  # recycle a worker whose idle RSS grew past this
+    max_file_size: int | None = None  # RLIMIT_FSIZE of workers
     max_jobs_per_worker: int | None = None  # recycle after N jobs (with +-10% jitter)
     lease: float = 30.0
     heartbeat: float | None = None  # default lease / 3

@@ -54,7 +54,8 @@ class Supervisor:
         self.engine = engine
         self.plugins = dict(plugins)
         self.os = os_layer or OSLayer()
-        self.pool = Pool(self.os, self.plugins, settings.max_jobs_per_worker, _drop_privileges(settings))
+        self.pool = Pool(self.os, self.plugins, settings.max_jobs_per_worker,
+                         _drop_privileges(settings), settings.max_file_size)
         self.state = State.RUNNING
         self.target_workers = max(0, settings.workers)
         self.local: deque[ClaimedJob] = deque()  # claimed, leased, not yet sent to a worker

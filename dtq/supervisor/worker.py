@@ -8,6 +8,7 @@ supervisor kills this process group); the kernel limit set here is a backup.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -21,6 +22,7 @@ from typing import Any, NoReturn
 
 from dtq.errors import PermanentJobError
 from dtq.plugin import JobContext, Plugin
+from dtq.supervisor.exits import EXIT_LOST_PIPE, format_bytes
 from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode
 
 log = logging.getLogger("dtq.worker")
@@ -35,9 +37,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SoftStop()
 
 
-def prepare_child(keep_fds: tuple[int, ...], parent_pid: int) -> None:
+def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int | None = None) -> None:
     """Right after fork: own process group, default signals, no inherited descriptors."""
     os.setpgrp()
+    if max_file_size:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
     _die_with_parent(parent_pid)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT,
@@ -93,8 +97,8 @@ class Worker:
                     break
         except SoftStop:
             code = 0
-        except (BrokenPipeError, FrameError):
-            code = 70
+        except (OSError, FrameError):  # the pipe was closed, broken or fed garbage
+            code = EXIT_LOST_PIPE
         finally:
             sys.stdout.flush()
         os._exit(code)
@@ -213,6 +217,9 @@ def _describe(exc: BaseException) -> str:
     where = f" (at {tail[0].filename}:{tail[0].lineno})" if tail else ""
     if isinstance(exc, SystemExit):
         return f"plugin called sys.exit({exc.code!r})"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return f"file size limit exceeded (max {format_bytes(limit)}): {exc}{where}"[:2000]
     return f"{type(exc).__name__}: {exc}{where}"[:2000]
 
 

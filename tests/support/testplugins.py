@@ -182,3 +182,113 @@ class Leak(Plugin):
     def process(self, data: Any, ctx: JobContext) -> Any:
         _LEAKED.extend(bytearray(1024 * 1024) for _ in range(int(data.get("mib", 10))))
         return {"pid": os.getpid()}
+
+
+class ChaosLedger(Plugin):
+    """Works 0-data['max_ms'] ms (20), then appends 'job attempt pid supervisor start end'
+    to data['ledger'] in one O_APPEND write; data['fail'] raises PermanentJobError instead.
+    The supervisor's name comes from $DTQ_CHAOS_NAME (scripts/chaos.py sets it)."""
+
+    name = "chaos_ledger"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        import random
+
+        start = time.time()
+        if data.get("fail"):
+            raise PermanentJobError(str(data["fail"]))
+        time.sleep(random.Random(f"{ctx.job_id}:{ctx.attempt}").uniform(0, data.get("max_ms", 20)) / 1000)
+        end = time.time()
+        supervisor = os.environ.get("DTQ_CHAOS_NAME", "-")
+        line = f"{ctx.job_id} {ctx.attempt} {os.getpid()} {supervisor} {start:.6f} {end:.6f}\n"
+        fd = os.open(data["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        return {"attempt": ctx.attempt, "pid": os.getpid(), "supervisor": supervisor}
+
+
+class ForkBomb(Plugin):
+    """Forks data['children'] processes that fork again once, then sleeps (bounded bomb)."""
+
+    name = "fork_bomb"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        for _ in range(int(data.get("children", 100))):
+            try:
+                if os.fork() == 0:
+                    if os.fork() == 0:
+                        time.sleep(1000)
+                    time.sleep(1000)
+                    os._exit(0)
+            except OSError:
+                break
+        time.sleep(1000)
+        return "unreachable"
+
+
+class FillDisk(Plugin):
+    """Writes data['mib'] MiB into a file under data['dir']."""
+
+    name = "fill_disk"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        path = os.path.join(data["dir"], f"fill-{ctx.job_id}")
+        block = b"x" * (1024 * 1024)
+        with open(path, "wb") as f:
+            for _ in range(int(data.get("mib", 100))):
+                f.write(block)
+        return {"written": data.get("mib", 100)}
+
+
+class ClosePipes(Plugin):
+    """Closes every inherited descriptor above stderr, pipes to the supervisor included."""
+
+    name = "close_pipes"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        os.closerange(3, 1024)
+        return "closed"
+
+
+class Garbage(Plugin):
+    """Writes junk into every pipe it can write to (its result pipe among them)."""
+
+    name = "garbage"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        for fd in range(3, 64):
+            try:
+                os.write(fd, b"\xff\xfe not a frame \x00" * 64)
+            except OSError:
+                continue
+        time.sleep(float(data.get("seconds", 5)))
+        return "wrote garbage"
+
+
+class Chatty(Plugin):
+    """Prints data['mib'] MiB to stdout."""
+
+    name = "chatty"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        line = "x" * 1023 + "\n"
+        for _ in range(int(data.get("mib", 10)) * 1024):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return {"printed_mib": data.get("mib", 10)}
+
+
+class OwnHandlers(Plugin):
+    """Installs handlers that swallow SIGTERM, SIGINT and SIGHUP, then keeps working."""
+
+    name = "own_handlers"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)
+        end = time.time() + float(data.get("seconds", 1000))
+        while time.time() < end:
+            time.sleep(0.05)
+        return "survived"
