@@ -6,7 +6,7 @@ from functools import cache
 from importlib import resources
 
 SCRIPT_NAMES = ("enqueue", "claim", "complete", "fail", "give_back", "renew", "recover",
-                "cancel", "watch", "admit", "progress")
+                "cancel", "watch", "admit", "progress", "retry_dead", "purge_dead")
 
 
 @cache
