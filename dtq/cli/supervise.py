@@ -78,6 +78,10 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
 
 def cmd_supervise(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    problem = _check_identity(settings.user, settings.group)
+    if problem:
+        print(f"dtq: {problem}", file=sys.stderr)
+        return 2
     for path in settings.allow_paths:
         if not path.is_dir():
             print(f"dtq: --allow-path {path}: not a directory", file=sys.stderr)
@@ -108,3 +112,24 @@ def _option_value(text: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _check_identity(user: str | None, group: str | None) -> str | None:
+    """A clear message for --user/--group that cannot work, before any fork."""
+    import grp
+    import os
+    import pwd
+
+    try:
+        if user:
+            pwd.getpwnam(user)
+    except KeyError:
+        return f"--user {user}: no such user"
+    try:
+        if group:
+            grp.getgrnam(group)
+    except KeyError:
+        return f"--group {group}: no such group"
+    if (user or group) and os.geteuid() != 0:
+        return "--user/--group need the supervisor to run as root"
+    return None

@@ -121,9 +121,7 @@ class Pool:
         try:
             from dtq.supervisor.worker import Worker, prepare_child
 
-            prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size)
-            if self.child_init is not None:
-                self.child_init()
+            prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size, self.child_init)
             Worker(fd_in, fd_out, self.plugins).serve()
         except BaseException as exc:  # noqa: BLE001 - report why the child could not start
             os.write(2, f"dtq worker {os.getpid()} failed to start: {exc!r}\n".encode())

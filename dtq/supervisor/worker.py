@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from dtq.errors import PermanentJobError
@@ -37,11 +37,16 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SoftStop()
 
 
-def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int | None = None) -> None:
-    """Right after fork: own process group, default signals, no inherited descriptors."""
+def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int | None = None,
+                  drop_privileges: Callable[[], None] | None = None) -> None:
+    """Right after fork: own process group, limits, fewer privileges, default signals,
+    no inherited descriptors. Privileges drop before PR_SET_PDEATHSIG: a change of
+    credentials clears it."""
     os.setpgrp()
     if max_file_size:
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+    if drop_privileges is not None:
+        drop_privileges()
     _die_with_parent(parent_pid)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT,

@@ -292,3 +292,10 @@ class OwnHandlers(Plugin):
         while time.time() < end:
             time.sleep(0.05)
         return "survived"
+
+
+class WhoAmI(Plugin):
+    name = "whoami"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
