@@ -519,7 +519,7 @@ def test_wait_returns_when_done_without_polling(engine: RedisEngine) -> None:
     elapsed = time.monotonic() - started
     thread.join(5)
     assert status is not None and (status.state, status.result) == ("done", 42)
-    assert 0.28 <= elapsed < 0.6, elapsed
+    assert 0.28 <= elapsed < 1.5, elapsed  # the engine's own fallback re-check is every 5 s
 
 
 def test_wait_returns_on_dead_and_not_on_retry(engine: RedisEngine) -> None:
@@ -532,7 +532,7 @@ def test_wait_returns_on_dead_and_not_on_retry(engine: RedisEngine) -> None:
     status = engine.wait("w", Q, timeout=8)
     thread.join(5)
     assert status.state == "dead" and status.error == "second"
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 1.5
 
 
 def test_wait_with_timeout_returns_the_unfinished_status(engine: RedisEngine) -> None:
@@ -541,7 +541,7 @@ def test_wait_with_timeout_returns_the_unfinished_status(engine: RedisEngine) ->
     status = engine.wait("slow", Q, timeout=0.2)
     elapsed = time.monotonic() - started
     assert status is not None and status.state == "queued" and not status.finished
-    assert 0.19 <= elapsed < 1.0
+    assert 0.19 <= elapsed < 2.0
     # The waiter it registered is gone: a later finish does not leave tokens for nobody.
     engine.finish("sup-a", [done(claim_one(engine))])
     assert not engine.client.exists(keys.QueueKeys(Q).notify("slow"))
@@ -552,7 +552,7 @@ def test_wait_on_a_finished_job_returns_at_once(engine: RedisEngine) -> None:
     engine.finish("sup-a", [done(claim_one(engine), "r")])
     started = time.monotonic()
     assert engine.wait("f", Q, timeout=5).result == "r"
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
 
 
 def test_two_waiters_are_both_woken(engine: RedisEngine) -> None:
@@ -573,7 +573,7 @@ def test_two_waiters_are_both_woken(engine: RedisEngine) -> None:
     engine.finish("sup-a", [done(c)])
     for t in threads:
         t.join(5)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5
     assert [r.state for r in results] == ["done", "done"]
 
 
