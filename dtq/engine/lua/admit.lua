@@ -21,6 +21,10 @@ for i = 1, n do
     if string.sub(state, 1, 4) == 'new:' then redis.call('HINCRBY', prefix .. 'stats', 'enqueued', 1) end
   else
     local jkey = prefix .. 'job:' .. id
+    if redis.call('EXISTS', jkey) == 1 then  -- never overwrite a job a producer named bad-<id>
+      id = id .. '-' .. now .. '-' .. i
+      jkey = prefix .. 'job:' .. id
+    end
     redis.call('HSET', jkey, 'id', id, 'plugin', '', 'raw', raw, 'attempt', 0,
                'failures', 0, 'enqueued_at', now, 'error', 'malformed job: ' .. ARGV[b + 4],
                'history', cjson.encode({{reason = 'malformed job: ' .. ARGV[b + 4]}}))
