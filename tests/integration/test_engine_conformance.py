@@ -759,6 +759,18 @@ def test_malformed_entry_keeps_the_producers_id_when_readable(engine: RedisEngin
     assert engine.status("order-77", Q) is None  # never a runnable job
 
 
+def test_malformed_entry_never_overwrites_an_existing_job(engine: RedisEngine) -> None:
+    engine.enqueue(job("bad-7", data={"real": 1}))  # a producer may name a job bad-<anything>
+    _push(engine, b'{"id": "7", "job": {}}', b'{"id": "7", "job": {}}')
+    assert engine.admit_inbox(Q) == 2
+    real = engine.status("bad-7", Q)
+    assert (real.state, real.plugin, real.data, real.error) == ("queued", "p", {"real": 1}, "")
+    dead = _dead_ids(engine)
+    assert len(dead) == 2 and "bad-7" not in dead
+    assert all(d.startswith("bad-7-") for d in dead)
+    assert [c.id for c in claim(engine, 5)] == ["bad-7"]
+
+
 def test_two_admitters_never_admit_an_entry_twice(engine: RedisEngine) -> None:
     entries = [json.dumps({"id": f"j{i}", "job": {"plugin": "p"}}) for i in range(60)]
     _push(engine, *entries)
