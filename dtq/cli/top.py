@@ -108,6 +108,7 @@ def _workers(s: SupervisorInfo) -> list[dict[str, Any]]:
 
 def fit(line: str, width: int = WIDTH) -> str:
     """Cut, never wrap: a frame must fit the terminal."""
+    line = line.rstrip()
     return line if len(line) <= width else line[:width - 1] + ">"
 
 
