@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,40 @@ def test_percentiles_nearest_rank_and_retry_notes_ignored() -> None:
     note = {"event": "retried", "reason": "retried by operator", "wall": 99.0}
     sample = [JobSample("a", "p", "done", "", [{"wall": 1.0, "cpu": 1.0, "peak_rss": 10}, note])]
     assert plugin_percentiles(sample)["p"]["wall"]["max"] == 1.0
+
+
+def test_top_live_view_draws_in_a_terminal_and_quits_on_q(redis_url, engine) -> None:
+    import os
+    import pty
+    import select
+
+    engine.enqueue(build_job("p", None, "waiting", {"queue": "livequeue"}))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: dtq top on a terminal of 80 columns
+        os.environ.update(TERM="xterm", COLUMNS="80", LINES="24")
+        os.execv(sys.executable, [sys.executable, "-m", "dtq", "--redis-url", redis_url, "top",
+                                  "--interval", "0.1"])
+    screen, done = b"", 0
+    try:
+        deadline = time.monotonic() + 15
+        while b"livequeue" not in screen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                screen += os.read(fd, 65536)
+        assert b"livequeue" in screen and b"q quits" in screen
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    os.read(fd, 65536)
+                except OSError:
+                    pass
+        assert done == pid and os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if done != pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
