@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = ROOT / "tests" / "support"
@@ -76,13 +77,27 @@ class Cluster:
     def url(self) -> str:
         return self.redis.url
 
-    def start_redis(self) -> None:
-        self.redis.start()
+    def start_redis(self, timeout: float = 30.0) -> None:
+        """Start, then wait until Redis answers PONG (not LOADING: the AOF is read)."""
+        self.redis.start(timeout=timeout)
+        client = self.redis.client(socket_timeout=1.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+        finally:
+            client.close()
 
     def restart_redis(self, crash: bool) -> None:
         """Stop (SIGKILL if ``crash``, else SIGTERM) and start on the same port and AOF dir."""
         self.redis.stop(kill=crash)
-        self.redis.start(timeout=30)
+        self.start_redis()
 
     def spawn(self, name: str) -> Sup:
         self.incarnations += 1
