@@ -185,6 +185,10 @@ class Engine(abc.ABC):
     def supervisors(self) -> list[SupervisorInfo]:
         """The registered supervisors, live and recently dead."""
 
+    def forget_supervisors(self, older_than: float) -> list[str]:
+        """Drop registry entries silent for longer than ``older_than`` seconds; their names."""
+        return []
+
     @abc.abstractmethod
     def queues(self) -> list[str]:
         """Every queue that has been enqueued to."""

@@ -647,6 +647,7 @@ class Supervisor:
                     self.log_recovered(queue, self.engine.recover(queue, holder=self.settings.name))
                 self.log_recovered(queue, self.engine.recover(queue))
             self.recovered_own = True
+            self.engine.forget_supervisors(max(600.0, self.settings.lease * 20))
             self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)

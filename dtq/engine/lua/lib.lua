@@ -96,6 +96,10 @@ local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
   end
   local args = {'id', id, 'plugin', plugin, 'data', data, 'attempt', 0, 'failures', 0,
                 'enqueued_at', now, 'state', state}
+  if state == 'scheduled' then
+    args[#args + 1] = 'run_at'
+    args[#args + 1] = run_at
+  end
   for k, v in pairs(opts) do
     args[#args + 1] = k
     args[#args + 1] = v
