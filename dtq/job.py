@@ -12,11 +12,12 @@ supervisor agree on one definition of a valid job.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,8 @@ def _unknown_names(obj: dict[Any, Any], known: frozenset[str]) -> list[str]:
     Keys may be lone surrogates (the JSON escape "\\ud800") or, from Python callers,
     not strings at all; either must still give an InvalidJob whose message Redis can store.
     """
+    if obj.keys() <= known:  # the usual case, without building anything
+        return []
     return sorted(str(k).encode("utf-8", "backslashreplace").decode("utf-8")
                   for k in obj if k not in known)
 
@@ -129,8 +132,8 @@ OPTION_NAMES = frozenset(
 
 def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "default") -> JobOptions:
     """Validate the ``options`` object of an envelope (``delay`` becomes ``run_at``)."""
-    if raw is None:
-        raw = {}
+    if not raw and (raw is None or isinstance(raw, dict)):
+        return _default_options(default_queue)
     if not isinstance(raw, dict):
         raise InvalidJob("options", f"must be an object, got {type(raw).__name__}")
     unknown = _unknown_names(raw, OPTION_NAMES)
@@ -164,6 +167,14 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _default_options(queue: str) -> JobOptions:
+    """Options of a job that carries none (validated once per queue name)."""
+    if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
+        raise InvalidJob("options.queue", f"must match {QUEUE_PATTERN.pattern}, got {queue!r}")
+    return JobOptions(queue=queue)
+
+
 @dataclass(frozen=True)
 class Job:
     """A validated job, ready to be stored by an engine."""
@@ -179,9 +190,12 @@ class Job:
                 "options": self.options.to_wire()}
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def new_job_id() -> str:
     """A random, URL-safe id for jobs whose producer gave none."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _check_depth(value: Any, limit: int = MAX_NESTING) -> None:
@@ -215,11 +229,11 @@ def build_job(plugin: Any, data: Any, job_id: Any = None, options: Any = None,
         raise InvalidJob("job.plugin", f"must be a plugin name like 'montage_image', got {plugin!r}")
     _check_depth(data)
     try:
-        data_json = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        data_json = _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
         raise InvalidJob("job.data", f"is not JSON-serialisable: {exc}") from None
     try:
-        size = len(data_json.encode())
+        size = len(data_json) if data_json.isascii() else len(data_json.encode())
     except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from the JSON escape "\ud800"
         raise InvalidJob("job.data", f"is not valid Unicode ({exc.reason})") from None
     if size > MAX_ENVELOPE_BYTES:

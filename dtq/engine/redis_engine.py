@@ -152,7 +152,12 @@ class RedisEngine(Engine):
     # --- producers -----------------------------------------------------------
     @staticmethod
     def _job_args(job: Job) -> list[Any]:
-        opts = job.options.to_wire()
+        """The 5 script arguments of one job; options only when any differs from the default."""
+        o = job.options
+        if (o.priority == 0 and o.run_at is None and o.timeout is None and o.memory_limit is None
+                and o.max_attempts is None and o.backoff is None and o.result_ttl is None):
+            return [job.id, job.plugin, job.data_json, "", ""]
+        opts = o.to_wire()
         run_at = opts.pop("run_at", None)
         opts.pop("queue")  # the key says which queue
         if not opts.get("priority"):
