@@ -121,6 +121,17 @@ def explains(e: Event, r: Run, slack: float) -> bool:
     return False
 
 
+def self_recovered(h: dict[str, str], r: Run, margin: float = 0.2) -> bool:
+    """Was this run's attempt requeued as 'supervisor X restarted' by X while X itself ran it?
+    A real restart comes after a kill and a start-up (far more than ``margin``) past the run."""
+    for rec in json.loads(h.get("history") or "[]"):
+        if (rec.get("attempt") == r.attempt and rec.get("holder") == r.supervisor
+                and rec.get("reason", "").endswith("restarted while running it")
+                and r.start - margin <= rec.get("finished_at", 0) / 1000.0 <= r.end + margin):
+            return True
+    return False
+
+
 def check_duplicates(job_id: str, h: dict[str, str], runs: list[Run], events: list[Event],
                      slack: float, v: Verdict) -> None:
     """Runs that are not the recorded final attempt: each must overlap an action window."""
@@ -138,6 +149,9 @@ def check_duplicates(job_id: str, h: dict[str, str], runs: list[Run], events: li
                       if explains(e, r, slack)), None)
         what = (f"{job_id} attempt {r.attempt} on {r.supervisor} pid {r.pid} "
                 f"ran {r.start:.3f}-{r.end:.3f}")
+        if self_recovered(h, r):
+            cause = None
+            what += " [requeued by its own supervisor while running: claimed before its start-up recovery]"
         if cause is None or r.attempt in seen:
             v.unexplained.append(what)
         else:
