@@ -227,7 +227,7 @@ def test_top_live_view_draws_in_a_terminal_and_quits_on_q(redis_url, engine) -> 
     screen, done = b"", 0
     try:
         deadline = time.monotonic() + 15
-        while b"livequeue" not in screen and time.monotonic() < deadline:
+        while not (b"livequeue" in screen and b"q quits" in screen) and time.monotonic() < deadline:
             if select.select([fd], [], [], 0.1)[0]:
                 screen += os.read(fd, 65536)
         assert b"livequeue" in screen and b"q quits" in screen
