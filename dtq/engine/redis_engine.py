@@ -198,13 +198,12 @@ class RedisEngine(Engine):
                               [qk.prefix, self._now_ms(), count, holder, int(lease * 1000)])
         next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
         jobs = []
-        for i in range(1, len(reply), 7):
-            timeout, memory = _s(reply[i + 4]), _s(reply[i + 5])
+        for i in range(1, len(reply), 2):
+            job_id, attempt, plugin, timeout, memory, failures = reply[i].decode().split("\x1f")
             jobs.append(ClaimedJob(
-                id=_s(reply[i]), queue=queue, attempt=int(reply[i + 1]), plugin=_s(reply[i + 2]),
-                data_json=_s(reply[i + 3]), timeout=float(timeout) if timeout else None,
-                memory_limit=int(float(memory)) if memory else None,
-                failures=int(reply[i + 6] or 0)))
+                id=job_id, queue=queue, attempt=int(attempt), plugin=plugin,
+                data_json=reply[i + 1].decode(), timeout=float(timeout) if timeout else None,
+                memory_limit=int(float(memory)) if memory else None, failures=int(failures or 0)))
         return ClaimResult(jobs, next_due)
 
     def admit_inbox(self, queue: str, limit: int = 100) -> int:

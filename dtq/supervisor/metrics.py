@@ -8,6 +8,7 @@ beside the loop in the process that forks.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -44,11 +45,23 @@ class Metrics:
         self.queue_depth = Gauge("dtq_queue_depth", "Jobs by queue and state", ["queue", "state"],
                                  registry=r)
         self.redis_up = Gauge("dtq_redis_up", "1 when Redis answered the last call", registry=r)
+        self._started: dict[str, Any] = {}
+        self._ended: dict[tuple[str, str], Any] = {}
         Gauge("dtq_supervisor_info", "This supervisor", ["name"], registry=r).labels(supervisor).set(1)
 
+    def job_started(self, plugin: str) -> None:
+        child = self._started.get(plugin)
+        if child is None:
+            child = self._started[plugin] = self.started.labels(plugin)
+        child.inc()
+
     def job_ended(self, plugin: str, outcome: str, wall: float, reason: str = "") -> None:
-        self.finished.labels(plugin, outcome).inc()
-        self.duration.labels(plugin).observe(wall)
+        children = self._ended.get((plugin, outcome))
+        if children is None:  # labels() takes a lock and a lookup: once per plugin and outcome
+            children = self._ended[(plugin, outcome)] = (
+                self.finished.labels(plugin, outcome), self.duration.labels(plugin))
+        children[0].inc()
+        children[1].observe(wall)
         if reason:
             self.failed.labels(plugin, reason_kind(reason)).inc()
 

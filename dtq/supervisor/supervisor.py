@@ -491,7 +491,7 @@ class Supervisor:
                     a.start(self.os.monotonic(), self.os.time())
                 self.pool.send(w, a)
                 self.counters["started"] += 1
-                self.metrics.started.labels(job.plugin).inc()
+                self.metrics.job_started(job.plugin)
                 sent = True
             if sent:
                 self.pool.flush(w)

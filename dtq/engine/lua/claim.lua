@@ -1,7 +1,7 @@
 -- claim: promote due delayed jobs, then take up to `count` ready jobs under a lease.
 -- KEYS[1] ready set. ARGV: prefix, now_ms, count, holder, lease_ms.
--- Returns {next_delayed_ms or -1, then per job: id, attempt, plugin, data, timeout,
--- memory_limit, failures}.
+-- Returns {next_delayed_ms or -1, then per job: "id\31attempt\31plugin\31timeout\31
+-- memory_limit\31failures", data}.
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local count, holder, lease = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', prefix .. 'delayed', '-inf', now, 'LIMIT', 0, 1000)
@@ -26,13 +26,10 @@ for i = 1, #popped, 2 do
                'started_at', now)
     leases[#leases + 1] = now + lease
     leases[#leases + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = attempt
-    out[#out + 1] = f[1]
+    -- ids, plugins and numbers never hold \31: one string of metadata, then the data
+    out[#out + 1] = id .. '\31' .. attempt .. '\31' .. f[1] .. '\31' .. (f[3] or '') .. '\31' ..
+                    (f[4] or '') .. '\31' .. (f[5] or '0')
     out[#out + 1] = f[2]
-    out[#out + 1] = f[3] or ''
-    out[#out + 1] = f[4] or ''
-    out[#out + 1] = f[5] or '0'
   end
 end
 if #leases > 0 then redis.call('ZADD', prefix .. 'running', unpack(leases)) end

@@ -1,15 +1,50 @@
 -- enqueue: store jobs unless their id exists; wake idle supervisors.
 -- KEYS[1] ready set (for the hash slot). ARGV: prefix, now_ms, then groups of
--- 5: id, plugin, data_json, options_json, run_at_ms ('' = now).
+-- 5: id, plugin, data_json, options_json ('' = defaults), run_at_ms ('' = now).
 -- Returns one state per job: 'new:queued', 'new:scheduled' or the existing state.
+-- The bulk path: one HGET and one HSET per job; sequence numbers and set
+-- insertions are done once per call.
 local prefix, now = ARGV[1], tonumber(ARGV[2])
-local out, woke, created = {}, false, 0
-for i = 3, #ARGV, 5 do
-  local state = store_job(prefix, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], now)
-  if state == 'new:queued' then woke = true end
-  if string.sub(state, 1, 4) == 'new:' then created = created + 1 end
-  out[#out + 1] = state
+local n = (#ARGV - 2) / 5
+local seq = redis.call('INCRBY', prefix .. 'seq', n) - n
+local out, ready, delayed, created = {}, {}, {}, 0
+for j = 0, n - 1 do
+  local i = 3 + j * 5
+  local id = ARGV[i]
+  local jkey = prefix .. 'job:' .. id
+  local existing = redis.call('HGET', jkey, 'state')
+  if existing then
+    out[#out + 1] = existing
+  else
+    local opts = ARGV[i + 3] == '' and {} or cjson.decode(ARGV[i + 3])
+    local run_at = tonumber(ARGV[i + 4])
+    local args = {'id', id, 'plugin', ARGV[i + 1], 'data', ARGV[i + 2], 'attempt', 0,
+                  'failures', 0, 'enqueued_at', now}
+    if run_at and run_at > now then
+      delayed[#delayed + 1] = run_at
+      delayed[#delayed + 1] = id
+      args[#args + 1] = 'state'
+      args[#args + 1] = 'scheduled'
+      args[#args + 1] = 'run_at'
+      args[#args + 1] = run_at
+      out[#out + 1] = 'new:scheduled'
+    else
+      ready[#ready + 1] = -tonumber(opts.priority or 0) * PRIORITY_SHIFT + seq + j + 1
+      ready[#ready + 1] = id
+      args[#args + 1] = 'state'
+      args[#args + 1] = 'queued'
+      out[#out + 1] = 'new:queued'
+    end
+    for k, v in pairs(opts) do
+      args[#args + 1] = k
+      args[#args + 1] = v
+    end
+    redis.call('HSET', jkey, unpack(args))
+    created = created + 1
+  end
 end
+if #ready > 0 then redis.call('ZADD', prefix .. 'ready', unpack(ready)) end
+if #delayed > 0 then redis.call('ZADD', prefix .. 'delayed', unpack(delayed)) end
 if created > 0 then redis.call('HINCRBY', prefix .. 'stats', 'enqueued', created) end
-if woke then redis.call('PUBLISH', prefix .. 'wake', '1') end
+if #ready > 0 then redis.call('PUBLISH', prefix .. 'wake', '1') end
 return out
