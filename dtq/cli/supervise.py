@@ -12,8 +12,8 @@ from dtq.engine.redis_engine import RedisEngine
 from dtq.job import parse_size
 from dtq.plugin_loader import ENTRY_POINT_GROUP, load_plugins
 from dtq.supervisor.limits import usable_cores
-from dtq.supervisor.settings import SupervisorSettings, default_name
-from dtq.supervisor.supervisor import Supervisor, plugin_config
+from dtq.supervisor.settings import SupervisorSettings, default_name, plugin_config
+from dtq.supervisor.supervisor import Supervisor
 
 
 def register(commands: Any) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dtq.engine.base import Defaults
+from dtq.plugin import PluginConfig
 
 
 def default_name() -> str:
@@ -56,3 +58,30 @@ class SupervisorSettings:
     @property
     def recover_interval(self) -> float:
         return self.recover_every if self.recover_every is not None else self.lease / 2.0
+
+
+def plugin_config(settings: SupervisorSettings) -> PluginConfig:
+    """What every plugin is told: the allowed roots and the operator's plugin options."""
+    return PluginConfig(allowed_paths=tuple(p.resolve() for p in settings.allow_paths),
+                        options=dict(settings.plugin_options))
+
+
+def drop_privileges(settings: SupervisorSettings) -> Callable[[], None] | None:
+    """A child initialiser that switches workers to --user/--group (None when not asked)."""
+    if not settings.user and not settings.group:
+        return None
+    import grp
+    import pwd
+
+    uid = pwd.getpwnam(settings.user).pw_uid if settings.user else None
+    gid = (grp.getgrnam(settings.group).gr_gid if settings.group
+           else pwd.getpwnam(settings.user).pw_gid if settings.user else None)
+
+    def init() -> None:
+        if gid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+
+    return init

@@ -24,6 +24,7 @@ from dtq.errors import PermanentJobError
 from dtq.plugin import JobContext, Plugin
 from dtq.supervisor.exits import EXIT_LOST_PIPE, format_bytes
 from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode
+from dtq.supervisor.proctitle import set_title
 
 log = logging.getLogger("dtq.worker")
 _MIB = 1024 * 1024
@@ -137,7 +138,7 @@ class Worker:
                          deadline=time.time() + timeout if timeout else None,
                          logger=self._logger(msg["p"]),
                          report=lambda f, m: self._send({"t": "progress", "id": job_id, "f": f, "m": m}))
-        _set_title(f"dtq worker: {msg['p']} {job_id}")
+        set_title(f"dtq worker: {msg['p']} {job_id}")
         limit = msg.get("mem")
         if limit or self._limited:
             self._limit_data(limit)
@@ -164,7 +165,7 @@ class Worker:
         outcome.update(wall=wall, cpu=_cpu() - c0, rss=_rss() if wall > 0.005 else 0)
         self._send(outcome, hold=bool(self._backlog) and verdict != "exit")
         if not self._backlog:
-            _set_title("dtq worker: idle")
+            set_title("dtq worker: idle")
         return verdict
 
     def _logger(self, plugin: str) -> logging.Logger:
@@ -208,13 +209,6 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
         except (ValueError, OSError):
             pass
-
-
-try:
-    from setproctitle import setproctitle as _set_title
-except ImportError:  # pragma: no cover - titles are a convenience
-    def _set_title(title: str) -> None:
-        return None
 
 
 def _describe(exc: BaseException) -> str:

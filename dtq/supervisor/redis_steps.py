@@ -1,0 +1,239 @@
+"""Loop steps that talk to the engine: claiming and dispatching, delivering outcomes,
+heartbeats with lease renewal, and recovery of other supervisors' jobs.
+
+Mixed into `Supervisor`, which owns the state; every engine call here may meet
+an unreachable Redis, which `RedisHealth` turns into a backoff, not an exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from dtq.engine.base import ClaimedJob, Outcome, SupervisorInfo
+from dtq.errors import EngineUnavailable
+from dtq.supervisor.pool import Assignment
+from dtq.supervisor.states import State
+
+log = logging.getLogger("dtq.supervisor")
+
+
+class RedisSteps:
+    """fill_slots, deliver, maybe_heartbeat, maybe_recover and what they need."""
+
+    def capacity(self) -> int:
+        """Jobs one worker may hold. 1, except for very short jobs: then as many as run
+        within the batch window, sent in one write (one wake-up of the worker per batch)."""
+        if self.avg_wall * 2 >= self.settings.batch_window:
+            return 1
+        return max(2, min(self.settings.max_batch // 2,
+                          int(self.settings.batch_window / max(self.avg_wall, 1e-6))))
+
+    def batch_size(self) -> int:
+        """Jobs to keep claimed ahead of the workers, so none waits more than the batch window."""
+        if self.avg_wall * 2 >= self.settings.batch_window:
+            return 0
+        per_worker = int(self.settings.batch_window / max(self.avg_wall, 1e-6))
+        return min(self.settings.max_batch, per_worker) * max(1, self.live_count())
+
+    def slots_wanted(self) -> int:
+        """How many jobs to claim now: free places in workers plus the short-job batch."""
+        free = sum(self.capacity() - len(w.jobs) for w in self.pool.workers.values() if w.alive)
+        return free + self.batch_size() - len(self.local)
+
+    def dispatch(self) -> None:
+        cap = self.capacity()
+        for w in self.pool.workers.values():
+            if not self.local:
+                return
+            sent = False
+            while self.local and w.alive and len(w.jobs) < cap:
+                job = self.local.popleft()
+                a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
+                if not w.jobs:
+                    a.start(self.os.monotonic(), self.os.time())
+                self.pool.send(w, a)
+                self.counters["started"] += 1
+                self.metrics.job_started(job.plugin)
+                sent = True
+            if sent:
+                self.pool.flush(w)
+
+    def job_timeout(self, job: ClaimedJob) -> float | None:
+        timeout = job.timeout or self.settings.timeout
+        ceiling = self.settings.timeout_ceiling
+        return min(timeout, ceiling) if timeout and ceiling else timeout or ceiling
+
+    def fill_slots(self) -> None:
+        if self.state is not State.RUNNING:
+            return
+        self.dispatch()
+        want = self.slots_wanted()
+        now = self.os.monotonic()
+        if want <= 0 or now < self.next_poll or not self.health.ok():
+            return
+        if len(self.local) > self.batch_size() // 2:
+            return  # enough claimed ahead: refill in large batches, not a few per tick
+        got = 0
+        try:
+            if self.inbox_due or now >= self.next_inbox:
+                self.admit_inboxes()
+                self.inbox_due = False
+                self.next_inbox = now + self.settings.poll
+            next_due = None
+            for queue in self.settings.queues:
+                result = self.engine.claim(queue, self.settings.name, want - got, self.settings.lease)
+                self.local.extend(result.jobs)
+                got += len(result.jobs)
+                if result.next_due is not None:
+                    next_due = min(next_due or result.next_due, result.next_due)
+                if got >= want:
+                    break
+            self.health.up()
+        except EngineUnavailable as exc:
+            self.health.down(exc)
+            return
+        self.next_due = next_due
+        self.queue_idle = got == 0
+        self.next_poll = now + self._poll_delay(got, next_due)
+        self.dispatch()
+
+    def _poll_delay(self, got: int, next_due: float | None) -> float:
+        if got:
+            return 0.0
+        delay = self.settings.poll
+        if next_due is not None:
+            delay = min(delay, max(0.0, next_due - self.os.time()))
+        return delay
+
+    def admit_inboxes(self) -> None:
+        for queue in self.settings.queues:
+            self.engine.admit_inbox(queue)
+
+    def add_outcome(self, outcome: Outcome) -> None:
+        if not self.outbox:
+            self.outbox_since = self.os.monotonic()
+        self.outbox.append(outcome)
+
+    def outcomes_due(self) -> bool:
+        """Outcomes go to Redis at once, except while short jobs stream: then in batches
+        of up to ``max_batch`` or every ``batch_window``, to save round trips."""
+        if not self.outbox:
+            return False
+        if self.capacity() == 1 or self.state is not State.RUNNING or not self.busy_workers():
+            return True
+        return (len(self.outbox) >= self.settings.max_batch
+                or self.os.monotonic() - self.outbox_since >= self.settings.batch_window)
+
+    def deliver(self) -> None:
+        """Send held outcomes, give-backs and progress to Redis; keep them while it is away."""
+        due = self.outcomes_due()
+        if not (due or self.giveback or self.progress) or not self.health.ok():
+            return
+        try:
+            if self.progress:
+                self.engine.set_progress(self.progress)
+                self.progress = {}
+            if due:
+                states = self.engine.finish(self.settings.name, self.outbox)
+                for out, state in zip(self.outbox, states, strict=True):
+                    if state in ("queued", "scheduled"):  # a retry: claim again to learn when
+                        self.queue_idle = False
+                        self.next_poll = self.os.monotonic()
+                    elif state == "stale":
+                        log.warning("job %s attempt %d: outcome not recorded (a newer attempt "
+                                    "holds it)", out.job.id, out.job.attempt)
+                self.outbox = []
+            if self.giveback:
+                self.engine.give_back(self.settings.name, self.giveback)
+                self.giveback = []
+            self.health.up()
+        except EngineUnavailable as exc:
+            self.health.down(exc)
+
+    def held_jobs(self) -> list[ClaimedJob]:
+        held = list(self.local)
+        for w in self.pool.workers.values():
+            held.extend(a.job for a in w.jobs)
+        return held
+
+    def maybe_heartbeat(self) -> None:
+        now = self.os.monotonic()
+        if now < self.next_heartbeat or not self.health.ok():
+            return
+        self.next_heartbeat = now + self.settings.heartbeat_every
+        try:
+            held = self.held_jobs()
+            if held:
+                renewed = self.engine.renew(self.settings.name, held, self.settings.lease)
+                if renewed.lost:
+                    self.drop_lost(renewed.lost)
+                if renewed.cancel:
+                    self.cancel_running(renewed.cancel)
+            control = self.engine.heartbeat(self.info(), ttl=max(60.0, self.settings.lease * 3))
+            self.update_gauges()
+            if "workers" in control and control["workers"].lstrip("-").isdigit():
+                self.scale(int(control["workers"]), "dtq scale")
+            if self.listener is None or getattr(self.listener, "broken", False):
+                self.reconnect_listener()
+            self.health.up()
+        except EngineUnavailable as exc:
+            self.health.down(exc)
+
+    def update_gauges(self) -> None:
+        """Pool and queue figures for /metrics, refreshed at each heartbeat."""
+        self.metrics.pool_size.set(self.target_workers)
+        self.metrics.busy.set(self.busy_workers())
+        if self.http:
+            for queue in self.settings.queues:
+                self.metrics.set_queue_depths(queue, self.engine.stats(queue))
+
+    def healthy(self) -> tuple[bool, str]:
+        """/healthz: unhealthy while Redis is unreachable (a stuck loop does not answer at all)."""
+        self.metrics.redis_up.set(0 if self.health.down_since is not None else 1)
+        if self.health.down_since is not None:
+            return False, f"redis unreachable for {self.os.monotonic() - self.health.down_since:.0f} s"
+        return True, f"ok: {self.state.value}, {self.live_count()} workers, {self.busy_workers()} busy"
+
+    def reconnect_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        self.listener = self.engine.listen(self.settings.queues, self.settings.name)
+
+    def info(self) -> SupervisorInfo:
+        now = self.os.monotonic()
+        detail = [{"pid": w.pid, "state": w.state.value,
+                   "job": w.head.job.id if w.head else None,
+                   "plugin": w.head.job.plugin if w.head else None,
+                   "running_for": round(now - w.head.started, 3) if w.head and w.head.started else None}
+                  for w in self.pool.workers.values()]
+        return SupervisorInfo(
+            name=self.settings.name, host=socket.gethostname(), pid=os.getpid(),
+            workers=self.target_workers, busy=self.busy_workers(), queues=list(self.settings.queues),
+            started_at=self.started_wall,
+            extra={"state": self.state.value, "workers": detail, **self.counters})
+
+    def maybe_recover(self) -> None:
+        now = self.os.monotonic()
+        if now < self.next_recover or not self.health.ok():
+            return
+        self.next_recover = now + self.settings.recover_interval
+        try:
+            queues = set(self.engine.queues()) | set(self.settings.queues)
+            for queue in sorted(queues):
+                if not self.recovered_own:
+                    self.log_recovered(queue, self.engine.recover(queue, holder=self.settings.name))
+                self.log_recovered(queue, self.engine.recover(queue))
+            self.recovered_own = True
+            self.engine.forget_supervisors(max(600.0, self.settings.lease * 20))
+            self.health.up()
+        except EngineUnavailable as exc:
+            self.health.down(exc)
+
+    def log_recovered(self, queue: str, recovered: list[tuple[str, str]]) -> None:
+        for job_id, state in recovered:
+            log.warning("recovered job %s of queue %s from a stopped supervisor: now %s",
+                        job_id, queue, state)
+        if recovered:
+            self.next_poll = self.os.monotonic()

@@ -1,0 +1,220 @@
+"""Loop steps that watch the worker processes: outcomes, deaths, deadlines and memory.
+
+Mixed into `Supervisor`, which owns the state these steps read and change (the
+pool, the outbox, the clock); kept apart so each file has one concern.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from dtq.engine.base import ClaimedJob, Outcome
+from dtq.supervisor.exits import describe_exit, format_bytes
+from dtq.supervisor.messages import FrameError
+from dtq.supervisor.oslayer import HARD_SIGNAL, SOFT_SIGNAL
+from dtq.supervisor.pool import Assignment, WorkerHandle, WorkerState
+from dtq.supervisor.states import State
+
+log = logging.getLogger("dtq.supervisor")
+EARLY_DEATH = 1.0  # a worker dying this soon after its fork, having done nothing, backs off
+
+
+class WorkerSteps:
+    """reap_workers, collect_results, enforce_deadlines, enforce_memory and what they need."""
+
+    def reap_workers(self) -> None:
+        for pid, status in self.os.reap():
+            worker = self.pool.workers.get(pid)
+            if worker is None:
+                continue
+            if not worker.eof:
+                self.handle_messages(worker)  # a result already sent counts
+            had_job = bool(worker.jobs)
+            if worker.jobs:
+                head = worker.jobs.popleft()
+                self.record_failure(worker, head, describe_exit(status), "retry")
+                self.giveback.extend(a.job for a in worker.jobs)
+                worker.jobs.clear()
+            self.note_death(worker, status, had_job)
+            self.pool.forget(worker)
+
+    def note_death(self, worker: WorkerHandle, status: int, had_job: bool) -> None:
+        """Log an unexpected death; a worker that died young without a job backs off forks."""
+        now = self.os.monotonic()
+        if worker.killed_by_us or worker.state is WorkerState.RETIRING:
+            return
+        log.warning("worker %d ended unexpectedly: %s", worker.pid, describe_exit(status))
+        if not had_job and worker.jobs_done == 0 and now - worker.spawned_at < EARLY_DEATH:
+            self.spawn_backoff = min(30.0, max(0.1, self.spawn_backoff * 2))
+            self.spawn_not_before = now + self.spawn_backoff
+            log.warning("worker died %.2f s after start; next fork in %.1f s",
+                        now - worker.spawned_at, self.spawn_backoff)
+
+    def collect_results(self) -> None:
+        for worker in list(self.pool.workers.values()):
+            if not worker.eof and worker.state is not WorkerState.DEAD:
+                self.handle_messages(worker)
+
+    def handle_messages(self, worker: WorkerHandle) -> None:
+        try:
+            messages = self.pool.read(worker)
+        except FrameError as exc:
+            self.kill_worker(worker, f"protocol error: worker wrote garbage to its pipe ({exc})",
+                             HARD_SIGNAL, "retry")
+            return
+        for msg in messages:
+            kind = msg.get("t")
+            if kind == "progress":
+                head = worker.head
+                if head is not None and head.job.id == msg.get("id"):
+                    self.progress[(head.job.queue, head.job.id)] = {
+                        "fraction": msg.get("f"), "message": msg.get("m", ""),
+                        "at": round(self.os.time(), 3)}
+            elif kind in ("ok", "err"):
+                self.handle_outcome(worker, msg)
+
+    def handle_outcome(self, worker: WorkerHandle, msg: dict[str, Any]) -> None:
+        head = worker.head
+        if head is None or head.job.id != msg.get("id") or head.job.attempt != msg.get("a"):
+            return  # outcome of a job already decided (killed) or not ours: ignore
+        worker.jobs.popleft()
+        worker.jobs_done += 1
+        wall = float(msg.get("wall") or 0.0)
+        self.avg_wall = 0.8 * self.avg_wall + 0.2 * wall
+        head.peak_rss = max(head.peak_rss, int(msg.get("rss") or 0))
+        record = self.attempt_record(head, wall, float(msg.get("cpu") or 0.0))
+        if msg["t"] == "ok":
+            self.counters["done"] += 1
+            if worker.jobs_done == 1:  # a fresh worker works: forks need no more backing off
+                self.spawn_backoff = 0.0
+            self.add_outcome(Outcome(head.job, "done", str(msg.get("r", "null")), record=record))
+            self.metrics.job_ended(head.job.plugin, "done", wall)
+            if log.isEnabledFor(logging.INFO):
+                log_job(logging.INFO, "done", head.job, wall)
+        else:
+            kind = "permanent" if msg.get("perm") else "retry"
+            self.finish_failure(head, str(msg.get("e") or "failed"), kind, record)
+        worker.cpu_mark += float(msg.get("cpu") or 0.0)
+        self.progress.pop((head.job.queue, head.job.id), None)
+        if not self.queue_idle:
+            self.next_poll = self.os.monotonic()
+        self.after_job(worker)
+
+    def after_job(self, worker: WorkerHandle) -> None:
+        """Start the next job in the worker's pipe, or mark it idle (or retire it)."""
+        now = self.os.monotonic()
+        if worker.jobs:
+            worker.jobs[0].start(now, self.os.time())
+            return
+        if worker.state is WorkerState.BUSY:
+            worker.state = WorkerState.IDLE
+        if worker.state is WorkerState.IDLE and self._should_recycle(worker):
+            self.pool.retire(worker)
+
+    def _should_recycle(self, worker: WorkerHandle) -> bool:
+        if worker.max_jobs and worker.jobs_done >= worker.max_jobs:
+            return True
+        limit = self.settings.idle_memory_limit
+        return bool(limit and self.os.tree_rss(worker.pid) > limit)
+
+    def attempt_record(self, a: Assignment, wall: float, cpu: float, reason: str = "") -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "attempt": a.job.attempt, "holder": self.settings.name,
+            "started_at": a.started_wall, "finished_at": self.os.time(),
+            "wall": wall, "cpu": cpu, "peak_rss": a.peak_rss}
+        if reason:
+            record["reason"] = reason
+        return record
+
+    def finish_failure(self, a: Assignment, reason: str, kind: str, record: dict[str, Any]) -> None:
+        record["reason"] = reason
+        self.counters["failed"] += 1
+        self.add_outcome(Outcome(a.job, kind, reason=reason, record=record))
+        self.metrics.job_ended(a.job.plugin, kind, record["wall"], reason)
+        log_job(logging.WARNING, "failed", a.job, record["wall"], reason)
+
+    def record_failure(self, worker: WorkerHandle, a: Assignment, reason: str, kind: str) -> None:
+        """An attempt that ended without an outcome message (killed or died)."""
+        now = self.os.monotonic()
+        wall = now - a.started if a.started is not None else 0.0
+        cpu = max(0.0, self.os.cpu_seconds(worker.pid) - worker.cpu_mark)
+        self.finish_failure(a, reason, kind, self.attempt_record(a, wall, cpu))
+
+    def kill_worker(self, worker: WorkerHandle, reason: str, sig: int, kind: str) -> None:
+        """Decide the head job's outcome now, then signal the worker's process group."""
+        if worker.jobs:
+            head = worker.jobs.popleft()
+            if kind:
+                self.record_failure(worker, head, reason, kind)
+            self.giveback.extend(a.job for a in worker.jobs)
+            worker.jobs.clear()
+        self.pool.kill(worker, sig)
+        if sig == SOFT_SIGNAL:
+            worker.hard_kill_at = self.os.monotonic() + self.settings.kill_grace
+
+    def enforce_deadlines(self) -> None:
+        now = self.os.monotonic()
+        for w in list(self.pool.workers.values()):
+            if w.hard_kill_at is not None and now >= w.hard_kill_at:
+                w.hard_kill_at = None
+                self.pool.kill(w, HARD_SIGNAL)
+            head = w.head
+            if head and head.deadline is not None and now >= head.deadline:
+                self.kill_worker(w, f"timeout after {head.timeout:g} s", SOFT_SIGNAL, "retry")
+        if self.stop_deadline is not None and now >= self.stop_deadline and self.state is State.DRAINING:
+            log.info("grace period over: stopping the jobs still running and giving them back")
+            self.stop_now()
+
+    def enforce_memory(self) -> None:
+        now = self.os.monotonic()
+        if now < self.next_memory:
+            return
+        self.next_memory = now + self.settings.memory_sample
+        readings: dict[int, int] = {}
+        for w in list(self.pool.workers.values()):
+            head = w.head
+            if head is None or w.state is not WorkerState.BUSY:
+                continue
+            rss = readings[w.pid] = self.os.tree_rss(w.pid)
+            head.peak_rss = max(head.peak_rss, rss)
+            limit = head.memory_limit
+            if not limit or rss <= limit:
+                head.breaches = 0
+                continue
+            head.breaches += 1
+            if head.breaches >= self.settings.memory_breaches:
+                reason = (f"memory limit exceeded: peak {format_bytes(head.peak_rss)} > "
+                          f"limit {format_bytes(limit)}")
+                self.kill_worker(w, reason, HARD_SIGNAL, "retry")
+        self.metrics.set_worker_rss(readings)
+
+    def cancel_running(self, job_ids: list[str]) -> None:
+        wanted = set(job_ids)
+        for w in list(self.pool.workers.values()):
+            if w.head and w.head.job.id in wanted:
+                self.kill_worker(w, "cancelled by operator", SOFT_SIGNAL, "cancelled")
+        for job in [j for j in self.local if j.id in wanted]:
+            self.local.remove(job)
+            self.add_outcome(Outcome(job, "cancelled", reason="cancelled by operator",
+                                       record={"attempt": job.attempt, "reason": "cancelled by operator"}))
+
+    def drop_lost(self, job_ids: list[str]) -> None:
+        """Jobs whose lease we lost (we were cut off): stop them, report nothing."""
+        lost = set(job_ids)
+        for w in list(self.pool.workers.values()):
+            if any(a.job.id in lost for a in w.jobs):
+                log.warning("worker %d runs a job whose lease was lost; killing it", w.pid)
+                self.giveback.extend(a.job for a in w.jobs if a.job.id not in lost)
+                w.jobs.clear()
+                self.pool.kill(w, HARD_SIGNAL)
+        self.local = deque(j for j in self.local if j.id not in lost)
+
+
+def log_job(level: int, event: str, job: ClaimedJob, wall: float, reason: str = "") -> None:
+    """One line per job event; --log-format json turns the extra fields into keys."""
+    log.log(level, "job %s %s attempt %d %s in %.3f s%s", job.id, job.plugin, job.attempt, event,
+            wall, f": {reason}" if reason else "",
+            extra={"job_id": job.id, "plugin": job.plugin, "attempt": job.attempt, "event": event,
+                   "duration": round(wall, 6), "queue": job.queue, **({"reason": reason} if reason else {})})
