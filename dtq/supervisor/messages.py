@@ -7,6 +7,7 @@ killed, and nothing a job sends can run code in the supervisor.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
 
@@ -40,8 +41,11 @@ def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: st
     return HEADER.pack(len(body)) + body
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@+=-]+").fullmatch  # ids, queues, plugins as validated
+
+
 def _plain(text: str) -> bool:
-    return text.isascii() and '"' not in text and "\\" not in text and text.isprintable()
+    return _PLAIN(text) is not None
 
 
 def _number(value: float | int | None) -> str:
@@ -63,7 +67,7 @@ class FrameReader:
                 raise FrameError(f"frame of {size} bytes announced (limit {MAX_FRAME})")
             if len(self._buf) < HEADER.size + size:
                 break
-            body = bytes(self._buf[HEADER.size:HEADER.size + size])
+            body = self._buf[HEADER.size:HEADER.size + size].decode("utf-8", "replace")
             del self._buf[:HEADER.size + size]
             try:
                 message = json.loads(body)

@@ -1,18 +1,29 @@
-"""Prometheus metrics of one supervisor, with the standard client library's registry.
+"""Prometheus metrics of one supervisor, with the standard client library.
 
-Only the registry and its text format are used: no exporter thread. The
-supervisor's own loop serves them (`dtq/supervisor/http.py`), so nothing runs
-beside the loop in the process that forks.
+The hot path only bumps plain counters (a labelled prometheus Counter takes a
+lock and a lookup, a measurable share of a no-op job's cost); a custom
+collector turns them into metric families when /metrics is scraped. No
+exporter thread is used: the supervisor's loop serves the page
+(`dtq/supervisor/http.py`), so nothing runs beside the loop in the process that forks.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+QUEUE_STATES = ("ready", "scheduled", "running", "dead", "inbox")
 
 
 def reason_kind(reason: str) -> str:
@@ -21,58 +32,90 @@ def reason_kind(reason: str) -> str:
                          ("killed by SIGKILL, not by dtq", "killed_oom"), ("killed by", "signal"),
                          ("exit code", "exit"), ("lease", "lease"), ("supervisor", "lease"),
                          ("cancelled", "cancelled"), ("unknown plugin", "unknown_plugin"),
-                         ("protocol error", "protocol"), ("plugin returned", "bad_result")):
+                         ("protocol error", "protocol"), ("plugin returned", "bad_result"),
+                         ("file size limit", "file_size")):
         if reason.startswith(prefix):
             return kind
     return "error" if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", reason) else "other"
 
 
 class Metrics:
+    """Counters the loop bumps; `render` produces the Prometheus text format."""
+
     def __init__(self, supervisor: str) -> None:
+        self.supervisor = supervisor
+        self.started: dict[str, int] = defaultdict(int)
+        self.finished: dict[tuple[str, str], int] = defaultdict(int)
+        self.failed: dict[tuple[str, str], int] = defaultdict(int)
+        self.durations: dict[str, list[float]] = {}  # plugin -> [bucket counts..., +Inf, sum]
+        self.pool_size = 0
+        self.busy = 0
+        self.redis_up = 1
+        self.worker_rss: dict[int, int] = {}
+        self.queue_depths: dict[str, dict[str, int]] = {}
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.started = Counter("dtq_jobs_started", "Attempts started", ["plugin"], registry=r)
-        self.finished = Counter("dtq_jobs_finished", "Attempts ended", ["plugin", "outcome"],
-                                registry=r)
-        self.failed = Counter("dtq_jobs_failed", "Failed attempts by reason", ["plugin", "reason"],
-                              registry=r)
-        self.duration = Histogram("dtq_job_duration_seconds", "Wall time of attempts", ["plugin"],
-                                  buckets=BUCKETS, registry=r)
-        self.pool_size = Gauge("dtq_pool_size", "Target number of workers", registry=r)
-        self.busy = Gauge("dtq_busy_workers", "Workers running a job", registry=r)
-        self.worker_rss = Gauge("dtq_worker_rss_bytes", "Resident memory of busy workers", ["pid"],
-                                registry=r)
-        self.queue_depth = Gauge("dtq_queue_depth", "Jobs by queue and state", ["queue", "state"],
-                                 registry=r)
-        self.redis_up = Gauge("dtq_redis_up", "1 when Redis answered the last call", registry=r)
-        self._started: dict[str, Any] = {}
-        self._ended: dict[tuple[str, str], Any] = {}
-        Gauge("dtq_supervisor_info", "This supervisor", ["name"], registry=r).labels(supervisor).set(1)
+        self.registry.register(self)
 
     def job_started(self, plugin: str) -> None:
-        child = self._started.get(plugin)
-        if child is None:
-            child = self._started[plugin] = self.started.labels(plugin)
-        child.inc()
+        self.started[plugin] += 1
 
     def job_ended(self, plugin: str, outcome: str, wall: float, reason: str = "") -> None:
-        children = self._ended.get((plugin, outcome))
-        if children is None:  # labels() takes a lock and a lookup: once per plugin and outcome
-            children = self._ended[(plugin, outcome)] = (
-                self.finished.labels(plugin, outcome), self.duration.labels(plugin))
-        children[0].inc()
-        children[1].observe(wall)
+        self.finished[(plugin, outcome)] += 1
+        hist = self.durations.get(plugin)
+        if hist is None:
+            hist = self.durations[plugin] = [0.0] * (len(BUCKETS) + 2)
+        hist[bisect.bisect_left(BUCKETS, wall)] += 1
+        hist[-1] += wall
         if reason:
-            self.failed.labels(plugin, reason_kind(reason)).inc()
-
-    def set_worker_rss(self, rss_by_pid: dict[int, int]) -> None:
-        self.worker_rss.clear()
-        for pid, rss in rss_by_pid.items():
-            self.worker_rss.labels(str(pid)).set(rss)
+            self.failed[(plugin, reason_kind(reason))] += 1
 
     def set_queue_depths(self, queue: str, stats: dict[str, int]) -> None:
-        for state in ("ready", "scheduled", "running", "dead", "inbox"):
-            self.queue_depth.labels(queue, state).set(stats.get(state, 0))
+        self.queue_depths[queue] = {s: stats.get(s, 0) for s in QUEUE_STATES}
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by the registry at scrape time."""
+        started = CounterMetricFamily("dtq_jobs_started", "Attempts started", labels=["plugin"])
+        for plugin, n in self.started.items():
+            started.add_metric([plugin], n)
+        finished = CounterMetricFamily("dtq_jobs_finished", "Attempts ended",
+                                       labels=["plugin", "outcome"])
+        for labels, n in self.finished.items():
+            finished.add_metric(list(labels), n)
+        failed = CounterMetricFamily("dtq_jobs_failed", "Failed attempts by reason",
+                                     labels=["plugin", "reason"])
+        for labels, n in self.failed.items():
+            failed.add_metric(list(labels), n)
+        yield from (started, finished, failed, self._durations())
+        yield from self._gauges()
+
+    def _durations(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily("dtq_job_duration_seconds", "Wall time of attempts",
+                                       labels=["plugin"])
+        for plugin, hist in self.durations.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*BUCKETS, float("inf")), hist[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            family.add_metric([plugin], buckets, hist[-1])
+        return family
+
+    def _gauges(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("dtq_pool_size", "Target number of workers", value=self.pool_size)
+        yield GaugeMetricFamily("dtq_busy_workers", "Workers running a job", value=self.busy)
+        yield GaugeMetricFamily("dtq_redis_up", "1 when Redis answered the last call",
+                                value=self.redis_up)
+        rss = GaugeMetricFamily("dtq_worker_rss_bytes", "Resident memory of busy workers",
+                                labels=["pid"])
+        for pid, value in self.worker_rss.items():
+            rss.add_metric([str(pid)], value)
+        depth = GaugeMetricFamily("dtq_queue_depth", "Jobs by queue and state",
+                                  labels=["queue", "state"])
+        for queue, states in self.queue_depths.items():
+            for state, value in states.items():
+                depth.add_metric([queue, state], value)
+        info = GaugeMetricFamily("dtq_supervisor_info", "This supervisor", labels=["name"])
+        info.add_metric([self.supervisor], 1)
+        yield from (rss, depth, info)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

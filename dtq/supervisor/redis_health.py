@@ -11,12 +11,14 @@ LOG_EVERY = 5.0
 class RedisHealth:
     """Tracks the engine's reachability; steps that need Redis ask ``ok()`` first."""
 
-    def __init__(self, clock: Callable[[], float], log: logging.Logger) -> None:
+    def __init__(self, clock: Callable[[], float], log: logging.Logger,
+                 max_delay: float = 5.0) -> None:
         self._clock = clock
         self._log = log
         self.down_since: float | None = None
         self.retry_at: float | None = None
         self._delay = 0.0
+        self._max_delay = max_delay
         self._last_log = -LOG_EVERY
 
     def ok(self) -> bool:
@@ -26,7 +28,7 @@ class RedisHealth:
         now = self._clock()
         if self.down_since is None:
             self.down_since = now
-        self._delay = min(5.0, max(0.1, self._delay * 2))
+        self._delay = min(self._max_delay, max(0.1, self._delay * 2))
         self.retry_at = now + self._delay
         if now - self._last_log >= LOG_EVERY:
             self._last_log = now

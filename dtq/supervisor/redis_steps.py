@@ -71,7 +71,7 @@ class RedisSteps:
         self.dispatch()
         want = self.slots_wanted()
         now = self.os.monotonic()
-        if want <= 0 or now < self.next_poll or not self.health.ok():
+        if want <= 0 or now < self.next_poll or not self.health.ok() or not self.recovered_own:
             return
         if len(self.local) > self.batch_size() // 2:
             return  # enough claimed ahead: refill in large batches, not a few per tick
@@ -183,15 +183,15 @@ class RedisSteps:
 
     def update_gauges(self) -> None:
         """Pool and queue figures for /metrics, refreshed at each heartbeat."""
-        self.metrics.pool_size.set(self.target_workers)
-        self.metrics.busy.set(self.busy_workers())
+        self.metrics.pool_size = self.target_workers
+        self.metrics.busy = self.busy_workers()
         if self.http:
             for queue in self.settings.queues:
                 self.metrics.set_queue_depths(queue, self.engine.stats(queue))
 
     def healthy(self) -> tuple[bool, str]:
         """/healthz: unhealthy while Redis is unreachable (a stuck loop does not answer at all)."""
-        self.metrics.redis_up.set(0 if self.health.down_since is not None else 1)
+        self.metrics.redis_up = 0 if self.health.down_since is not None else 1
         if self.health.down_since is not None:
             return False, f"redis unreachable for {self.os.monotonic() - self.health.down_since:.0f} s"
         return True, f"ok: {self.state.value}, {self.live_count()} workers, {self.busy_workers()} busy"
@@ -229,6 +229,7 @@ class RedisSteps:
             self.engine.forget_supervisors(max(600.0, self.settings.lease * 20))
             self.health.up()
         except EngineUnavailable as exc:
+            self.next_recover = now  # try again as soon as Redis answers: claiming waits for it
             self.health.down(exc)
 
     def log_recovered(self, queue: str, recovered: list[tuple[str, str]]) -> None:

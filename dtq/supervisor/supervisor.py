@@ -54,7 +54,8 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.outbox_since = 0.0
         self.giveback: list[ClaimedJob] = []
         self.progress: dict[tuple[str, str], dict[str, Any]] = {}
-        self.health = RedisHealth(self.os.monotonic, log)
+        # retry often enough that a short outage does not cost the leases of running jobs
+        self.health = RedisHealth(self.os.monotonic, log, max_delay=min(5.0, settings.lease / 4))
         self.listener: Listener | None = None
         self.signals: SignalQueue | None = None
         self.avg_wall = 1.0  # moving average of job wall time: short jobs are batched

@@ -188,7 +188,7 @@ class WorkerSteps:
                 reason = (f"memory limit exceeded: peak {format_bytes(head.peak_rss)} > "
                           f"limit {format_bytes(limit)}")
                 self.kill_worker(w, reason, HARD_SIGNAL, "retry")
-        self.metrics.set_worker_rss(readings)
+        self.metrics.worker_rss = readings
 
     def cancel_running(self, job_ids: list[str]) -> None:
         wanted = set(job_ids)

@@ -61,3 +61,20 @@ def test_outcome_of_a_job_that_ends_while_redis_is_down_is_delivered(durable_red
     assert status.state == "done" and status.attempt == 1
     assert status.result["slept"] == 1.5
     assert "Traceback" not in sup.output()
+
+
+def test_a_supervisor_started_while_redis_is_down_does_not_recover_its_own_new_claims(
+        durable_redis, supervisors):
+    durable_redis.start()
+    queue = Queue(durable_redis.url)
+    ids = [queue.enqueue("sleep", {"seconds": 0.5}) for _ in range(2)]
+    durable_redis.stop()
+    sup = SupervisorProcess(durable_redis.url, "--workers", "2", "--name", "box-a",
+                            plugins=("Sleep",))
+    supervisors.append(sup)
+    time.sleep(1.5)
+    durable_redis.start()
+    for job_id in ids:
+        status = queue.wait(job_id, timeout=20)
+        assert status.state == "done"
+        assert status.attempt == 1, status.history  # claimed once, never "recovered" from itself
