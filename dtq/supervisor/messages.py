@@ -52,6 +52,23 @@ def _number(value: float | int | None) -> str:
     return "null" if value is None else repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
+def encode_done(job_id: str, attempt: int, result_json: str, wall: float, cpu: float,
+                rss: int) -> bytes:
+    """A successful outcome: small metadata, a newline, then the result's JSON text as is.
+
+    The supervisor stores the result without decoding it, and neither side pays
+    for escaping it into a JSON string.
+    """
+    if _plain(job_id):
+        meta = (f'{{"t":"ok","id":"{job_id}","a":{int(attempt)},"wall":{float(wall)!r},'
+                f'"cpu":{float(cpu)!r},"rss":{int(rss)}}}')
+    else:
+        meta = json.dumps({"t": "ok", "id": job_id, "a": attempt, "wall": wall, "cpu": cpu,
+                           "rss": rss}, separators=(",", ":"))
+    body = (meta + "\n" + result_json).encode()
+    return HEADER.pack(len(body)) + body
+
+
 class FrameReader:
     """Accumulates bytes from a pipe and yields complete messages."""
 
@@ -69,12 +86,15 @@ class FrameReader:
                 break
             body = self._buf[HEADER.size:HEADER.size + size].decode("utf-8", "replace")
             del self._buf[:HEADER.size + size]
+            body, newline, raw = body.partition("\n")  # JSON metadata never holds a raw newline
             try:
                 message = json.loads(body)
             except ValueError as exc:
                 raise FrameError(f"undecodable frame: {exc}") from None
             if not isinstance(message, dict) or "t" not in message:
                 raise FrameError("frame is not a message object")
+            if newline:
+                message["r"] = raw
             out.append(message)
         return out
 

@@ -9,6 +9,7 @@ supervisor kills this process group); the kernel limit set here is a backup.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import resource
@@ -23,7 +24,7 @@ from typing import Any, NoReturn
 from dtq.errors import PermanentJobError
 from dtq.plugin import JobContext, Plugin
 from dtq.supervisor.exits import EXIT_LOST_PIPE, format_bytes
-from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode
+from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode, encode_done
 from dtq.supervisor.proctitle import set_title
 
 log = logging.getLogger("dtq.worker")
@@ -119,11 +120,14 @@ class Worker:
         return self._backlog.popleft()
 
     def _send(self, message: dict[str, Any], *, hold: bool = False) -> None:
-        """Write a message; with ``hold``, outcomes of batched short jobs wait to go
+        self._write(encode(message), hold)
+
+    def _write(self, frame: bytes, hold: bool = False) -> None:
+        """Write a frame; with ``hold``, outcomes of batched short jobs wait to go
         out together (one wake-up of the supervisor per batch, at most 2 ms late)."""
         if not self._held:
             self._held_since = time.monotonic()
-        self._held += encode(message)
+        self._held += frame
         if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < 0.002:
             return
         while self._held:
@@ -146,7 +150,8 @@ class Worker:
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
         try:
-            outcome.update(t="ok", r=self._result_json(self._call(msg, ctx)))
+            result_json = self._result_json(self._call(msg, ctx))
+            outcome["t"] = "ok"
         except PermanentJobError as exc:
             outcome.update(t="err", perm=True, e=str(exc) or type(exc).__name__)
         except MemoryError:
@@ -162,8 +167,13 @@ class Worker:
             if self._limited:
                 self._limit_data(None)
         wall = time.perf_counter() - t0
-        outcome.update(wall=wall, cpu=_cpu() - c0, rss=_rss() if wall > 0.005 else 0)
-        self._send(outcome, hold=bool(self._backlog) and verdict != "exit")
+        cpu, rss = _cpu() - c0, _rss() if wall > 0.005 else 0
+        hold = bool(self._backlog) and verdict != "exit"
+        if outcome.get("t") == "ok":
+            self._write(encode_done(job_id, attempt, result_json, wall, cpu, rss), hold)
+        else:
+            outcome.update(wall=wall, cpu=cpu, rss=rss)
+            self._send(outcome, hold=hold)
         if not self._backlog:
             set_title("dtq worker: idle")
         return verdict
@@ -183,10 +193,8 @@ class Worker:
 
     @staticmethod
     def _result_json(result: Any) -> str:
-        import json
-
         try:
-            text = json.dumps(result, separators=(",", ":"), allow_nan=False)
+            text = _RESULT_ENCODER.encode(result)
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"plugin returned a result that is not JSON: {exc}") from None
         if len(text) > MAX_FRAME // 2:
@@ -209,6 +217,9 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
         except (ValueError, OSError):
             pass
+
+
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def _describe(exc: BaseException) -> str:

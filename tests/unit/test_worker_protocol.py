@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from dtq.supervisor.exits import describe_exit, format_bytes
-from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_job
+from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_done, encode_job
 
 
 def test_frames_split_anywhere_are_reassembled():
@@ -57,3 +57,12 @@ def test_sizes_read_like_an_operator_expects():
     assert format_bytes(512) == "512 B"
     assert format_bytes(150 * 2**20) == "150.0 MiB"
     assert format_bytes(2.5 * 2**30) == "2.5 GiB"
+
+
+def test_a_done_frame_carries_the_result_text_untouched():
+    result = '{"text":"line one\\nline two","n":[1,2]}'
+    (msg,) = FrameReader().feed(encode_done("j-1", 2, result, 0.25, 0.125, 4096))
+    assert msg == {"t": "ok", "id": "j-1", "a": 2, "wall": 0.25, "cpu": 0.125, "rss": 4096,
+                   "r": result}
+    (odd,) = FrameReader().feed(encode_done('we"ird', 1, "null", 0.0, 0.0, 0))
+    assert odd["id"] == 'we"ird' and odd["r"] == "null"
