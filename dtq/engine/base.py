@@ -59,7 +59,7 @@ class Outcome:
     kind: str
     result_json: str = "null"
     reason: str = ""
-    record: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] | str = field(default_factory=dict)  # or its JSON text
 
 
 @dataclass(frozen=True)

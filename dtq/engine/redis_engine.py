@@ -53,6 +53,13 @@ def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _record_json(record: dict[str, Any] | str) -> str:
+    return record if isinstance(record, str) else _COMPACT.encode(record)
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -290,12 +297,12 @@ class RedisEngine(Engine):
         if done:
             args: list[Any] = [qk.prefix, now, holder, ttl]
             for out in outs:
-                args += [out.job.id, out.job.attempt, out.result_json, json.dumps(out.record)]
+                args += [out.job.id, out.job.attempt, out.result_json, _record_json(out.record)]
             return ("complete", qk.running, args)
         d = self.defaults
         args = [qk.prefix, now, holder, ttl, d.max_attempts, d.backoff]
         for out in outs:
-            args += [out.job.id, out.job.attempt, out.reason, json.dumps(out.record), out.kind,
+            args += [out.job.id, out.job.attempt, out.reason, _record_json(out.record), out.kind,
                      random.random()]
         return ("fail", qk.running, args)
 

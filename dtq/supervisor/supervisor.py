@@ -67,6 +67,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.recovered_own = False
         self.counters = {"done": 0, "failed": 0, "started": 0}
         self.metrics = Metrics(settings.name)
+        self.holder_json = json.dumps(settings.name)
         self.http: MetricsServer | None = None
         now = self.os.monotonic()
         self.next_heartbeat = now

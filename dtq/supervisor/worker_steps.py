@@ -81,22 +81,25 @@ class WorkerSteps:
             return  # outcome of a job already decided (killed) or not ours: ignore
         worker.jobs.popleft()
         worker.jobs_done += 1
-        wall = float(msg.get("wall") or 0.0)
+        wall, cpu = float(msg.get("wall") or 0.0), float(msg.get("cpu") or 0.0)
         self.avg_wall = 0.8 * self.avg_wall + 0.2 * wall
-        head.peak_rss = max(head.peak_rss, int(msg.get("rss") or 0))
-        record = self.attempt_record(head, wall, float(msg.get("cpu") or 0.0))
+        rss = int(msg.get("rss") or 0)
+        if rss > head.peak_rss:
+            head.peak_rss = rss
         if msg["t"] == "ok":
             self.counters["done"] += 1
             if worker.jobs_done == 1:  # a fresh worker works: forks need no more backing off
                 self.spawn_backoff = 0.0
-            self.add_outcome(Outcome(head.job, "done", str(msg.get("r", "null")), record=record))
+            self.add_outcome(Outcome(head.job, "done", str(msg.get("r", "null")),
+                                     record=self.done_record(head, wall, cpu)))
             self.metrics.job_ended(head.job.plugin, "done", wall)
             if log.isEnabledFor(logging.INFO):
                 log_job(logging.INFO, "done", head.job, wall)
         else:
             kind = "permanent" if msg.get("perm") else "retry"
-            self.finish_failure(head, str(msg.get("e") or "failed"), kind, record)
-        worker.cpu_mark += float(msg.get("cpu") or 0.0)
+            self.finish_failure(head, str(msg.get("e") or "failed"), kind,
+                                self.attempt_record(head, wall, cpu))
+        worker.cpu_mark += cpu
         self.progress.pop((head.job.queue, head.job.id), None)
         if not self.queue_idle:
             self.next_poll = self.os.monotonic()
@@ -118,6 +121,12 @@ class WorkerSteps:
             return True
         limit = self.settings.idle_memory_limit
         return bool(limit and self.os.tree_rss(worker.pid) > limit)
+
+    def done_record(self, a: Assignment, wall: float, cpu: float) -> str:
+        """`attempt_record` of a successful attempt, as JSON text: the drain hot path."""
+        return (f'{{"attempt":{a.job.attempt},"holder":{self.holder_json},'
+                f'"started_at":{a.started_wall!r},"finished_at":{self.os.time()!r},'
+                f'"wall":{wall!r},"cpu":{cpu!r},"peak_rss":{int(a.peak_rss)}}}')
 
     def attempt_record(self, a: Assignment, wall: float, cpu: float, reason: str = "") -> dict[str, Any]:
         record: dict[str, Any] = {
