@@ -6,6 +6,7 @@ killed, and nothing a job sends can run code in the supervisor.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -31,14 +32,23 @@ def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: st
     ``timeout`` (not a deadline): a batched job starts later than it is sent, so the
     worker sets the plugin's deadline when it starts the job.
     """
-    if _plain(job_id) and _plain(queue) and _plain(plugin):  # validated names: no escaping
-        body = (f'{{"t":"job","id":"{job_id}","q":"{queue}","a":{int(attempt)},"p":"{plugin}",'
-                f'"timeout":{_number(timeout)},"mem":{_number(memory_limit)},"d":{data_json}}}').encode()
+    tail = _job_tail(queue, plugin, timeout, memory_limit)
+    if tail is not None and _plain(job_id):  # validated names: nothing to escape
+        body = f'{{"t":"job","id":"{job_id}","a":{int(attempt)},{tail}{data_json}}}'.encode()
     else:
         head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
                            "timeout": timeout, "mem": memory_limit}, separators=(",", ":"))
         body = (head[:-1] + ',"d":' + data_json + "}").encode()
     return HEADER.pack(len(body)) + body
+
+
+@functools.lru_cache(maxsize=1024)
+def _job_tail(queue: str, plugin: str, timeout: float | None, memory_limit: int | None) -> str | None:
+    """The part of a job frame shared by the jobs of one queue, plugin and limits."""
+    if not (_plain(queue) and _plain(plugin)):
+        return None
+    return (f'"q":"{queue}","p":"{plugin}","timeout":{_number(timeout)},'
+            f'"mem":{_number(memory_limit)},"d":')
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@+=-]+").fullmatch  # ids, queues, plugins as validated
