@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 from dtq.engine.base import ClaimedJob, Outcome, SupervisorInfo
 from dtq.errors import EngineUnavailable
-from dtq.supervisor.pool import Assignment
+from dtq.supervisor.pool import Assignment, WorkerHandle
 from dtq.supervisor.states import State
 
 log = logging.getLogger("dtq.supervisor")
@@ -202,17 +203,25 @@ class RedisSteps:
         self.listener = self.engine.listen(self.settings.queues, self.settings.name)
 
     def info(self) -> SupervisorInfo:
-        now = self.os.monotonic()
-        detail = [{"pid": w.pid, "state": w.state.value,
-                   "job": w.head.job.id if w.head else None,
-                   "plugin": w.head.job.plugin if w.head else None,
-                   "running_for": round(now - w.head.started, 3) if w.head and w.head.started else None}
-                  for w in self.pool.workers.values()]
+        """What `dtq supervisors` and `dtq top` show of this supervisor and its workers."""
         return SupervisorInfo(
             name=self.settings.name, host=socket.gethostname(), pid=os.getpid(),
             workers=self.target_workers, busy=self.busy_workers(), queues=list(self.settings.queues),
             started_at=self.started_wall,
-            extra={"state": self.state.value, "workers": detail, **self.counters})
+            extra={"state": self.state.value, "heartbeat": self.settings.heartbeat_every,
+                   "workers": [self.worker_detail(w) for w in self.pool.workers.values()],
+                   **self.counters})
+
+    def worker_detail(self, w: WorkerHandle) -> dict[str, Any]:
+        head = w.head
+        detail: dict[str, Any] = {"pid": w.pid, "state": w.state.value, "job": None, "plugin": None,
+                                  "running_for": None}
+        if head is not None:
+            detail.update(job=head.job.id, plugin=head.job.plugin, queue=head.job.queue,
+                          timeout=head.timeout, memory_limit=head.memory_limit,
+                          running_for=round(self.os.monotonic() - head.started, 3)
+                          if head.started is not None else None)
+        return detail
 
     def maybe_recover(self) -> None:
         now = self.os.monotonic()
