@@ -149,17 +149,24 @@ def format_status(s: JobStatus) -> str:
         frac = s.progress.get("fraction")
         lines.append("progress: " + (f"{frac:.0%} " if isinstance(frac, (int, float)) else "")
                      + str(s.progress.get("message", "")))
-    for rec in s.history:
-        mib = (rec.get("peak_rss") or 0) / 2**20
-        lines.append(f"  attempt {rec.get('attempt', '?')}: "
-                     + (f"wall {rec['wall']:.3f} s, cpu {rec.get('cpu', 0):.3f} s, "
-                        f"peak {mib:.1f} MiB" if "wall" in rec else "")
-                     + (f" - {rec['reason']}" if rec.get("reason") else " - done"))
+    lines.extend(_history_line(rec) for rec in s.history)
     if s.state == "done":
         lines.append("result: " + json.dumps(s.result)[:2000])
     if s.raw:
         lines.append("raw entry: " + s.raw[:500])
     return "\n".join(lines)
+
+
+def _history_line(rec: dict[str, Any]) -> str:
+    """One attempt (figures and reason), or an operator's note such as a retry."""
+    if rec.get("event"):
+        return f"  note: {rec.get('reason') or rec['event']}"
+    figures = ""
+    if "wall" in rec:
+        mib = (rec.get("peak_rss") or 0) / 2**20
+        figures = f"wall {rec['wall']:.3f} s, cpu {rec.get('cpu', 0):.3f} s, peak {mib:.1f} MiB"
+    outcome = f" - {rec['reason']}" if rec.get("reason") else " - done"
+    return f"  attempt {rec.get('attempt', '?')}: {figures}{outcome}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
