@@ -98,7 +98,9 @@ class Queue:
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Block until the job has finished (or ``timeout``); returns its status."""
-        status = self.engine.wait(job_id, self._queue_of(job_id), timeout)
+        status = self.engine.wait(job_id, self.queue, timeout)  # the usual case: our queue
+        if status is None:
+            status = self.engine.wait(job_id, self._queue_of(job_id), timeout)
         if status is None:
             raise JobNotFound(f"no job {job_id!r} (its record expired while waiting)")
         return status

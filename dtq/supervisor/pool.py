@@ -22,6 +22,7 @@ from dtq.plugin import Plugin
 from dtq.supervisor.exits import EXIT_START_FAILED
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.oslayer import OSLayer
+from dtq.supervisor.worker import Worker, prepare_child
 
 
 class WorkerState(enum.Enum):
@@ -119,8 +120,6 @@ class Pool:
     def _child(self, fd_in: int, fd_out: int) -> None:  # pragma: no cover - child only
         code = EXIT_START_FAILED
         try:
-            from dtq.supervisor.worker import Worker, prepare_child
-
             prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size, self.child_init)
             Worker(fd_in, fd_out, self.plugins).serve()
         except BaseException as exc:  # noqa: BLE001 - report why the child could not start

@@ -200,12 +200,16 @@ class Supervisor(WorkerSteps, RedisSteps):
         """Wake-ups and control messages from Redis Pub/Sub."""
         if not self.listener:
             return
+        woken = False
         for kind, payload in self.listener.drain():
             if kind in ("wake", "inbox"):
+                woken = True
                 self.next_poll = self.os.monotonic()
                 self.inbox_due = self.inbox_due or kind == "inbox"
             elif kind == "control":
                 self.handle_control(payload)
+        if woken:
+            self.fill_slots()  # straight away: the other steps can wait for the next tick
 
     def handle_control(self, payload: str) -> None:
         try:

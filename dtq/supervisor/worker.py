@@ -8,6 +8,7 @@ supervisor kills this process group); the kernel limit set here is a backup.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Any, NoReturn
 
 from dtq.errors import PermanentJobError
 from dtq.plugin import JobContext, Plugin
-from dtq.supervisor.exits import EXIT_LOST_PIPE, format_bytes
+from dtq.supervisor.exits import EXIT_LOST_PIPE, EXIT_START_FAILED, format_bytes
 from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode, encode_done
 from dtq.supervisor.proctitle import set_title
 
@@ -67,12 +68,10 @@ def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this worker when its supervisor dies, so a recovered job never runs
     twice at once because an orphaned worker kept going."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
-            os._exit(70)
+            os._exit(EXIT_START_FAILED)
     except (OSError, AttributeError):
         pass
 
