@@ -29,10 +29,10 @@ class SupervisorProcess:
     """One `python -m dtq supervise` process; remembers every process it saw below it."""
 
     def __init__(self, redis_url: str, *args: str, plugins: tuple[str, ...] = (),
-                 fast: bool = True) -> None:
+                 fast: bool = True, entry_points: bool = False) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="dtq-sup-", suffix=".log", delete=False)
         cmd = [sys.executable, "-m", "dtq", "--redis-url", redis_url, "supervise",
-               "--no-entry-points", *(FAST if fast else []), *args]
+               *([] if entry_points else ["--no-entry-points"]), *(FAST if fast else []), *args]
         for plugin in plugins:
             cmd += ["--plugin", f"testplugins:{plugin}"]
         self.cmd = cmd

@@ -299,3 +299,12 @@ class WhoAmI(Plugin):
 
     def process(self, data: Any, ctx: JobContext) -> Any:
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+
+
+class Started(Plugin):
+    """Returns the wall-clock time at which the job started (for latency checks)."""
+
+    name = "started"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        return time.time()
