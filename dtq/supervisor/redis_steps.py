@@ -38,6 +38,13 @@ class RedisSteps:
         per_worker = int(self.settings.batch_window / max(self.avg_wall, 1e-6))
         return min(self.settings.max_batch, per_worker) * max(1, self.live_count())
 
+    def may_claim(self) -> bool:
+        """Whether a claim would be useful and allowed now (the poll time aside)."""
+        return (self.state is State.RUNNING and self.recovered_own and self.health.ok()
+                and self.slots_wanted() > 0
+                # enough claimed ahead: refill in large batches, not a few per tick
+                and len(self.local) <= self.batch_size() // 2)
+
     def slots_wanted(self) -> int:
         """How many jobs to claim now: free places in workers plus the short-job batch."""
         free = sum(self.capacity() - len(w.jobs) for w in self.pool.workers.values() if w.alive)
@@ -70,12 +77,10 @@ class RedisSteps:
         if self.state is not State.RUNNING:
             return
         self.dispatch()
-        want = self.slots_wanted()
         now = self.os.monotonic()
-        if want <= 0 or now < self.next_poll or not self.health.ok() or not self.recovered_own:
+        if now < self.next_poll or not self.may_claim():
             return
-        if len(self.local) > self.batch_size() // 2:
-            return  # enough claimed ahead: refill in large batches, not a few per tick
+        want = self.slots_wanted()
         got = 0
         try:
             if self.inbox_due or now >= self.next_inbox:

@@ -114,9 +114,15 @@ class Supervisor(WorkerSteps, RedisSteps):
     def next_wakeup(self) -> float:
         """Seconds until the next thing that must happen without an event."""
         now = self.os.monotonic()
-        times = [self.next_heartbeat, self.next_recover]
-        if self.state is State.RUNNING and self.slots_wanted() > 0:
-            times.append(self.next_poll)
+        times = []
+        if self.health.ok():
+            times += [self.next_heartbeat, self.next_recover]
+            if self.may_claim():  # else a claim waits for a worker, Redis or recovery
+                times.append(self.next_poll)
+            if self.outbox:
+                times.append(self.outbox_since + self.settings.batch_window)
+        elif self.health.retry_at is not None:  # Redis away: nothing of it is due before
+            times.append(self.health.retry_at)
         if self.busy_workers():
             times.append(self.next_memory)
         for w in self.pool.workers.values():
@@ -126,13 +132,9 @@ class Supervisor(WorkerSteps, RedisSteps):
                 times.append(w.hard_kill_at)
         if self.stop_deadline:
             times.append(self.stop_deadline)
-        if self.outbox:
-            times.append(self.outbox_since + self.settings.batch_window)
-        if self.health.retry_at is not None:
-            times.append(self.health.retry_at)
         if self.spawn_not_before > now and self.live_count() < self.target_workers:
             times.append(self.spawn_not_before)
-        return max(0.0, min(times) - now)
+        return max(0.0, min(times, default=now + 60.0) - now)
 
     def wait(self, timeout: float) -> None:
         """The one wait point: worker pipes, the signal pipe and the Redis wake-up socket."""
@@ -187,6 +189,7 @@ class Supervisor(WorkerSteps, RedisSteps):
     def stop_now(self) -> None:
         """Kill busy workers and give their jobs back; idle ones just exit."""
         self.state = State.STOPPING
+        self.stop_deadline = None
         self.give_back_unstarted()
         for w in list(self.pool.workers.values()):
             if w.jobs:

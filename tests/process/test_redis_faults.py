@@ -78,3 +78,16 @@ def test_a_supervisor_started_while_redis_is_down_does_not_recover_its_own_new_c
         status = queue.wait(job_id, timeout=20)
         assert status.state == "done"
         assert status.attempt == 1, status.history  # claimed once, never "recovered" from itself
+
+
+def test_waiting_for_redis_does_not_spin(durable_redis, supervisors):
+    import psutil
+
+    sup = SupervisorProcess(durable_redis.url, "--workers", "1", plugins=("Noop",))
+    supervisors.append(sup)
+    wait_until(lambda: "unreachable" in sup.output(), timeout=10, message="Redis found missing")
+    before = psutil.Process(sup.pid).cpu_times()
+    time.sleep(2)
+    after = psutil.Process(sup.pid).cpu_times()
+    used = (after.user + after.system) - (before.user + before.system)
+    assert used < 0.2, f"the supervisor used {used:.2f} s of CPU in 2 s while Redis was away"
