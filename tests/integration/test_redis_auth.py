@@ -86,3 +86,47 @@ def test_acl_user_without_write_rights_gets_a_clear_error(secured):
         engine.enqueue(build_job("noop", {}))
     with pytest.raises(EngineUnavailable):
         RedisEngine(f"redis://default:x@127.0.0.1:{secured.port}/0").ping()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (CA = itself), made with openssl."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no TLS test")
+    cert, key = directory / "redis.crt", directory / "redis.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=60)
+    return cert, key
+
+
+def test_tls_with_rediss_url(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    from redis_server import free_port
+
+    port = free_port()
+    server = RedisServer("--tls-port", str(port), "--port", "0", "--tls-cert-file", str(cert),
+                         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                         "--tls-auth-clients", "no", "--requirepass", "tls-secret")
+    server.port = port
+    try:
+        server.start_tls()
+    except RuntimeError as exc:
+        server.cleanup()
+        pytest.skip(f"this redis-server has no TLS: {exc}")
+    url = f"rediss://:tls-secret@127.0.0.1:{port}/0?ssl_ca_certs={cert}&ssl_cert_reqs=required"
+    try:
+        queue = Queue(url)
+        job_id = queue.enqueue("noop", {"tls": True})
+        sup = SupervisorProcess(url, "--workers", "1", plugins=("Noop",))
+        try:
+            assert queue.result(job_id, timeout=20)["echo"] == {"tls": True}
+        finally:
+            sup.cleanup()
+        with pytest.raises(EngineUnavailable):  # plain text against a TLS port
+            RedisEngine(f"redis://:tls-secret@127.0.0.1:{port}/0").ping()
+    finally:
+        server.cleanup()

@@ -53,6 +53,33 @@ class RedisServer:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not answer in time")
 
+    def start_tls(self, timeout: float = 10.0) -> RedisServer:
+        """Start a server that listens only on a TLS port (its readiness is a TLS handshake)."""
+        import ssl
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--dir", str(self.dir),
+                                      "--save", "", "--appendonly", "no", *self.extra],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                    with context.wrap_socket(raw) as tls:
+                        tls.sendall(b"PING\r\n")
+                        if tls.recv(64):
+                            return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer over TLS in time")
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
             return
