@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,20 +29,9 @@ def dtq(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def start_supervisor(redis_url: str) -> Iterator[Callable[..., SupervisorProcess]]:
-    started: list[SupervisorProcess] = []
-
-    def start(*args: str) -> SupervisorProcess:
-        sup = SupervisorProcess(redis_url, *args, plugins=PLUGINS)
-        started.append(sup)
-        return sup
-
-    yield start
-    for sup in started:
-        output = sup.output()
-        sup.cleanup()
-        if sup.proc.returncode not in (0, -9, -15, None):
-            print(f"supervisor exited {sup.proc.returncode}:\n{output[-3000:]}")
+def start_supervisor(start_supervisor: Callable[..., SupervisorProcess]) -> Callable[..., SupervisorProcess]:
+    """The shared fixture, with this file's plugins."""
+    return functools.partial(start_supervisor, plugins=PLUGINS)
 
 
 @pytest.fixture

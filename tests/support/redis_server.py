@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -33,52 +34,43 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "no", *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64):
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer in time")
+        self._spawn(["--port", str(self.port)])
+        return self._wait_ready(lambda raw: raw, timeout)
 
     def start_tls(self, timeout: float = 10.0) -> RedisServer:
         """Start a server that listens only on a TLS port (its readiness is a TLS handshake)."""
         import ssl
 
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        self._spawn([])
+        return self._wait_ready(context.wrap_socket, timeout)
+
+    def _spawn(self, port_args: list[str]) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH")
-        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--dir", str(self.dir),
-                                      "--save", "", "--appendonly", "no", *self.extra],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args = [binary, *port_args, "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "no", *self.extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+    def _wait_ready(self, wrap: Callable[[socket.socket], socket.socket],
+                    timeout: float) -> RedisServer:
+        """Until the server answers a PING (through ``wrap``, e.g. TLS) or dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
-                    with context.wrap_socket(raw) as tls:
-                        tls.sendall(b"PING\r\n")
-                        if tls.recv(64):
+                    with wrap(raw) as conn:
+                        conn.sendall(b"PING\r\n")
+                        if conn.recv(64):
                             return self
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not answer over TLS in time")
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer in time")
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:

@@ -18,28 +18,18 @@ for j = 0, n - 1 do
   else
     local opts = ARGV[i + 3] == '' and {} or cjson.decode(ARGV[i + 3])
     local run_at = tonumber(ARGV[i + 4])
-    local args = {'id', id, 'plugin', ARGV[i + 1], 'data', ARGV[i + 2], 'attempt', 0,
-                  'failures', 0, 'enqueued_at', now}
+    local state
     if run_at and run_at > now then
       delayed[#delayed + 1] = run_at
       delayed[#delayed + 1] = id
-      args[#args + 1] = 'state'
-      args[#args + 1] = 'scheduled'
-      args[#args + 1] = 'run_at'
-      args[#args + 1] = run_at
-      out[#out + 1] = 'new:scheduled'
+      state = 'scheduled'
     else
       ready[#ready + 1] = -tonumber(opts.priority or 0) * PRIORITY_SHIFT + seq + j + 1
       ready[#ready + 1] = id
-      args[#args + 1] = 'state'
-      args[#args + 1] = 'queued'
-      out[#out + 1] = 'new:queued'
+      state = 'queued'
     end
-    for k, v in pairs(opts) do
-      args[#args + 1] = k
-      args[#args + 1] = v
-    end
-    redis.call('HSET', jkey, unpack(args))
+    write_job(jkey, id, ARGV[i + 1], ARGV[i + 2], opts, state, run_at, now)
+    out[#out + 1] = 'new:' .. state
     created = created + 1
   end
 end

@@ -78,6 +78,21 @@ local function fail_attempt(prefix, id, jkey, reason, record, permanent, jitter,
   return make_available(prefix, id, jkey, now + math.floor(delay * 1000), now)
 end
 
+-- The hash of a new job, in one HSET (its options as fields of their own).
+local function write_job(jkey, id, plugin, data, opts, state, run_at, now)
+  local args = {'id', id, 'plugin', plugin, 'data', data, 'attempt', 0, 'failures', 0,
+                'enqueued_at', now, 'state', state}
+  if state == 'scheduled' then
+    args[#args + 1] = 'run_at'
+    args[#args + 1] = run_at
+  end
+  for k, v in pairs(opts) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  redis.call('HSET', jkey, unpack(args))
+end
+
 -- Store one validated job unless its id exists; returns 'new:<state>' or the existing
 -- state. One HSET and one ZADD per job: this is the bulk-enqueue hot path.
 local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
@@ -94,17 +109,7 @@ local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
     redis.call('ZADD', prefix .. 'ready', ready_score(prefix, opts.priority or 0), id)
     state = 'queued'
   end
-  local args = {'id', id, 'plugin', plugin, 'data', data, 'attempt', 0, 'failures', 0,
-                'enqueued_at', now, 'state', state}
-  if state == 'scheduled' then
-    args[#args + 1] = 'run_at'
-    args[#args + 1] = run_at
-  end
-  for k, v in pairs(opts) do
-    args[#args + 1] = k
-    args[#args + 1] = v
-  end
-  redis.call('HSET', jkey, unpack(args))
+  write_job(jkey, id, plugin, data, opts, state, run_at, now)
   return 'new:' .. state
 end
 
