@@ -243,7 +243,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.plugins.clear()
         self.plugins.update(plugins)
         for w in list(self.pool.workers.values()):
-            w.max_jobs = w.jobs_done + (1 if w.jobs else 0)
+            w.max_jobs = w.jobs_done + len(w.jobs)
             if w.state is WorkerState.IDLE:
                 self.pool.retire(w)
         log.info("SIGHUP: plugins reloaded (%s); replacing workers", ",".join(sorted(plugins)))
@@ -256,12 +256,14 @@ class Supervisor(WorkerSteps, RedisSteps):
         return sum(1 for w in self.pool.workers.values() if w.jobs)
 
     def give_back_unstarted(self) -> None:
-        """Draining: jobs claimed but not running go back to the queue now."""
+        """Draining: jobs claimed but not yet sent to a worker go back to the queue now.
+
+        Jobs already in a worker's pipe stay: the worker will run them (they are
+        short, or they would not have been batched), and giving them back would
+        let another supervisor run them a second time.
+        """
         self.giveback.extend(self.local)
         self.local.clear()
-        for w in self.pool.workers.values():
-            while len(w.jobs) > 1:
-                self.giveback.append(w.jobs.pop().job)
 
     def maintain_pool(self) -> None:
         if self.state is not State.RUNNING:

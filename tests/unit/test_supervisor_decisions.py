@@ -206,3 +206,22 @@ def test_drain_then_stop_gives_back_what_is_left(world):
     assert (pid, SIGKILL) in fake_os.signals
     status = engine.status(job.id, "default")
     assert status.state == "queued" and status.failures == 0
+
+
+def test_draining_keeps_jobs_already_in_a_workers_pipe(world):
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5  # very short jobs: they are batched into the worker's pipe
+    for i in range(60):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    sup.tick()
+    (pid,) = sup.pool.workers
+    in_pipe = jobs_sent(fake_os, pid)
+    assert len(in_pipe) > 1 and sup.local  # some in the pipe, more claimed ahead
+    sup.request_stop("SIGTERM")
+    sup.tick()
+    for sent in in_pipe:  # the worker will run these: they must stay ours
+        assert engine.status(sent["id"], "default").state == "running"
+    assert engine.stats("default")["running"] == len(in_pipe)
+    assert engine.stats("default")["ready"] == 60 - len(in_pipe)
