@@ -11,7 +11,8 @@ _OPTION_FIELDS = ("timeout", "memory_limit", "max_attempts", "backoff", "priorit
                   "result_ttl", "run_at")
 
 
-def _text(value: bytes | str | None) -> str:
+def text(value: bytes | str | None) -> str:
+    """Redis bytes as text (undecodable bytes replaced); None as ''."""
     if value is None:
         return ""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -37,7 +38,7 @@ def _number(value: str) -> float | int:
 
 def status_from_hash(queue: str, raw: dict[bytes, bytes]) -> JobStatus:
     """Decode a job hash as read with HGETALL."""
-    h = {_text(k): _text(v) for k, v in raw.items()}
+    h = {text(k): text(v) for k, v in raw.items()}
     options = {name: _number(h[name]) for name in _OPTION_FIELDS if h.get(name)}
     if "run_at" in options:
         options["run_at"] = options["run_at"] / 1000.0

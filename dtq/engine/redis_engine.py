@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -30,12 +29,9 @@ from dtq.engine.base import (
     JobStatus,
     Outcome,
     RenewResult,
-    SupervisorInfo,
 )
 from dtq.engine.records import status_from_hash
-from dtq.engine.redis_listener import RedisListener
-from dtq.engine.redis_subscriber import ProtocolError as SubscribeError
-from dtq.engine.redis_subscriber import RawSubscriber
+from dtq.engine.redis_registry import RedisRegistry
 from dtq.engine.scripts import SCRIPT_NAMES, script_source
 from dtq.errors import EngineUnavailable, InvalidJob
 from dtq.job import Job, parse_envelope, parse_id
@@ -65,7 +61,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-class RedisEngine(Engine):
+class RedisEngine(RedisRegistry, Engine):
     """The default engine. ``url`` may carry a password, an ACL user and ``rediss://``."""
 
     def __init__(self, url: str | None = None, *, client: redis.Redis | None = None,
@@ -332,84 +328,6 @@ class RedisEngine(Engine):
                 qk.prefix, self._now_ms(), int(d.result_ttl * 1000), d.max_attempts, d.backoff,
                 limit, holder or "", random.random() * _RECOVER_JITTER * 2])
         return [(_s(reply[i]), _s(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-    def heartbeat(self, info: SupervisorInfo, ttl: float) -> dict[str, str]:
-        key = keys.supervisor_info(info.name)
-        fields = {"host": info.host or socket.gethostname(), "pid": info.pid,
-                  "workers": info.workers, "busy": info.busy, "queues": ",".join(info.queues),
-                  "started_at": info.started_at, "extra": json.dumps(info.extra)}
-        with self._errors():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(keys.SUPERVISORS, {info.name: self._now_ms()})
-            pipe.hset(key, mapping=fields)
-            pipe.pexpire(key, int(ttl * 1000))
-            pipe.hgetall(key + ":control")
-            control = pipe.execute()[-1]
-        return {_s(k): _s(v) for k, v in control.items()}
-
-    def unregister(self, name: str) -> None:
-        with self._errors():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrem(keys.SUPERVISORS, name)
-            pipe.delete(keys.supervisor_info(name), keys.supervisor_info(name) + ":control")
-            pipe.execute()
-
-    def supervisors(self) -> list[SupervisorInfo]:
-        now = self._clock()
-        with self._errors():
-            beats = self.client.zrange(keys.SUPERVISORS, 0, -1, withscores=True)
-            pipe = self.client.pipeline(transaction=False)
-            for name, _ in beats:
-                pipe.hgetall(keys.supervisor_info(_s(name)))
-            infos = pipe.execute()
-        out = []
-        for (name, beat), raw in zip(beats, infos, strict=True):
-            h = {_s(k): _s(v) for k, v in raw.items()}
-            out.append(SupervisorInfo(
-                name=_s(name), host=h.get("host", ""), pid=int(h.get("pid") or 0),
-                workers=int(h.get("workers") or 0), busy=int(h.get("busy") or 0),
-                queues=[q for q in h.get("queues", "").split(",") if q],
-                heartbeat_age=max(0.0, now - beat / 1000.0),
-                started_at=float(h.get("started_at") or 0),
-                extra=json.loads(h["extra"]) if h.get("extra") else {}))
-        return out
-
-    def forget_supervisors(self, older_than: float) -> list[str]:
-        """Drop registry entries whose heartbeat is older than ``older_than`` seconds."""
-        cutoff = self._now_ms() - int(older_than * 1000)
-        with self._errors():
-            names = [_s(n) for n in self.client.zrangebyscore(keys.SUPERVISORS, "-inf", cutoff)]
-            if names:
-                self.client.zrem(keys.SUPERVISORS, *names)
-        return names
-
-    def queues(self) -> list[str]:
-        with self._errors():
-            return sorted(_s(q) for q in self.client.smembers(keys.QUEUES))
-
-    def listen(self, queues: Sequence[str], name: str) -> RedisListener | RawSubscriber:
-        pool = self.client.connection_pool
-        kw = pool.connection_kwargs
-        plain_tcp = pool.connection_class is redis.Connection and "host" in kw
-        with self._errors():
-            if plain_tcp:
-                try:
-                    return RawSubscriber(kw["host"], int(kw.get("port", 6379)), queues, name,
-                                         username=kw.get("username"), password=kw.get("password"))
-                except SubscribeError as exc:
-                    raise EngineUnavailable(f"Redis at {self._where()} refused the subscription: "
-                                            f"{exc}") from None
-            return RedisListener(self.client, queues, name)
-
-    def send_control(self, name: str, command: dict[str, Any]) -> bool:
-        with self._errors():
-            if self.client.zscore(keys.SUPERVISORS, name) is None:
-                return False
-            if "workers" in command:
-                self.client.hset(keys.supervisor_info(name) + ":control",
-                                 "workers", int(command["workers"]))
-            self.client.publish(keys.control_channel(name), json.dumps(command))
-        return True
 
     # --- clients and operators -------------------------------------------------
     def status(self, job_id: str, queue: str) -> JobStatus | None:
