@@ -20,7 +20,9 @@ def supervisor_info(name: str) -> str:
 
 
 def control_channel(name: str) -> str:
-    """Pub/Sub channel telling one supervisor to act now (scale, cancel)."""
+    """Pub/Sub channel telling one supervisor to act now (scale, cancel, jobs claimed for it).
+
+    lib.lua's push_to_standby spells the same name: keep them in step."""
     return f"{ROOT}:control:{name}"
 
 
@@ -71,6 +73,12 @@ class QueueKeys:
     @property
     def paused(self) -> str:
         return f"{self.prefix}paused"
+
+    @property
+    def standby(self) -> str:
+        """HASH supervisor name -> "free slots|lease ms|expires ms": jobs enqueued while
+        it stands by are claimed for it and published on its control channel."""
+        return f"{self.prefix}standby"
 
     @property
     def wake_channel(self) -> str:

@@ -146,8 +146,21 @@ class Engine(abc.ABC):
 
     # --- supervisors -----------------------------------------------------
     @abc.abstractmethod
-    def claim(self, queue: str, holder: str, count: int, lease: float) -> ClaimResult:
-        """Take up to ``count`` ready jobs (promoting due delayed ones); never blocks."""
+    def claim(self, queue: str, holder: str, count: int, lease: float,
+              standby: float = 0.0) -> ClaimResult:
+        """Take up to ``count`` ready jobs (promoting due delayed ones); never blocks.
+
+        With ``standby`` (seconds), the engine may claim jobs enqueued within that
+        time for this holder itself, up to the slots left unfilled, and deliver them
+        as a control message (see `pushed_jobs`); an engine may ignore it.
+        """
+
+    def pushed_jobs(self, message: dict[str, Any]) -> list[ClaimedJob]:
+        """Jobs claimed for this supervisor by the engine (a control message); [] if none."""
+        return []
+
+    def withdraw(self, queues: Sequence[str], holder: str) -> None:  # noqa: B027 - optional
+        """Cancel a standby registration: no more jobs are claimed for this holder."""
 
     @abc.abstractmethod
     def admit_inbox(self, queue: str, limit: int = 100) -> int:

@@ -56,6 +56,18 @@ def _record_json(record: dict[str, Any] | str) -> str:
     return record if isinstance(record, str) else _COMPACT.encode(record)
 
 
+def _claimed_jobs(queue: str, flat: Sequence[Any]) -> list[ClaimedJob]:
+    """Claim replies: per job a metadata string (fields joined by \\x1f) and the data."""
+    jobs = []
+    for i in range(0, len(flat), 2):
+        job_id, attempt, plugin, timeout, memory, failures = _s(flat[i]).split("\x1f")
+        jobs.append(ClaimedJob(
+            id=job_id, queue=queue, attempt=int(attempt), plugin=plugin, data_json=_s(flat[i + 1]),
+            timeout=float(timeout) if timeout else None,
+            memory_limit=int(float(memory)) if memory else None, failures=int(failures or 0)))
+    return jobs
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -178,7 +190,7 @@ class RedisEngine(RedisRegistry, Engine):
         for queue, indexes in by_queue.items():
             qk = keys.QueueKeys(queue)
             for chunk in _chunks(indexes):
-                args: list[Any] = [qk.prefix, now]
+                args: list[Any] = [qk.prefix, now, queue]
                 for i in chunk:
                     args.extend(self._job_args(jobs[i]))
                 calls.append(("enqueue", qk.ready, args))
@@ -194,20 +206,21 @@ class RedisEngine(RedisRegistry, Engine):
         return [r for r in results if r is not None]
 
     # --- supervisors ---------------------------------------------------------
-    def claim(self, queue: str, holder: str, count: int, lease: float) -> ClaimResult:
+    def claim(self, queue: str, holder: str, count: int, lease: float,
+              standby: float = 0.0) -> ClaimResult:
         qk = keys.QueueKeys(queue)
         with self._errors():
-            reply = self._run("claim", qk.ready,
-                              [qk.prefix, self._now_ms(), count, holder, int(lease * 1000)])
+            reply = self._run("claim", qk.ready, [qk.prefix, self._now_ms(), count, holder,
+                                                  int(lease * 1000), int(standby * 1000)])
         next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
-        jobs = []
-        for i in range(1, len(reply), 2):
-            job_id, attempt, plugin, timeout, memory, failures = reply[i].decode().split("\x1f")
-            jobs.append(ClaimedJob(
-                id=job_id, queue=queue, attempt=int(attempt), plugin=plugin,
-                data_json=reply[i + 1].decode(), timeout=float(timeout) if timeout else None,
-                memory_limit=int(float(memory)) if memory else None, failures=int(failures or 0)))
-        return ClaimResult(jobs, next_due)
+        return ClaimResult(_claimed_jobs(queue, reply[1:]), next_due)
+
+    def pushed_jobs(self, message: dict[str, Any]) -> list[ClaimedJob]:
+        """The jobs an enqueue claimed for this supervisor while it stood by (see claim)."""
+        queue, flat = message.get("push"), message.get("jobs")
+        if not isinstance(queue, str) or not isinstance(flat, list) or len(flat) % 2:
+            return []
+        return _claimed_jobs(queue, flat)
 
     def admit_inbox(self, queue: str, limit: int = 100) -> int:
         qk = keys.QueueKeys(queue)

@@ -45,6 +45,13 @@ class RedisRegistry:
             pipe.delete(keys.supervisor_info(name), keys.supervisor_info(name) + ":control")
             pipe.execute()
 
+    def withdraw(self, queues: Sequence[str], holder: str) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for queue in queues:
+                pipe.hdel(keys.QueueKeys(queue).standby, holder)
+            pipe.execute()
+
     def supervisors(self) -> list[SupervisorInfo]:
         now = self._clock()
         with self._errors():

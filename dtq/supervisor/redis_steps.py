@@ -56,7 +56,8 @@ class RedisSteps:
             if not self.local:
                 return
             sent = False
-            while self.local and w.alive and len(w.jobs) < cap:
+            room = cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
+            while self.local and w.alive and len(w.jobs) < room:
                 job = self.local.popleft()
                 a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
                 if not w.jobs:
@@ -89,7 +90,8 @@ class RedisSteps:
                 self.next_inbox = now + self.settings.poll
             next_due = None
             for queue in self.settings.queues:
-                result = self.engine.claim(queue, self.settings.name, want - got, self.settings.lease)
+                result = self.engine.claim(queue, self.settings.name, want - got,
+                                           self.settings.lease, self.standby_seconds())
                 self.local.extend(result.jobs)
                 got += len(result.jobs)
                 if result.next_due is not None:
@@ -104,6 +106,30 @@ class RedisSteps:
         self.queue_idle = got == 0
         self.next_poll = now + self._poll_delay(got, next_due)
         self.dispatch()
+
+    def standby_seconds(self) -> float:
+        """How long free slots stay registered for jobs to be claimed on our behalf: a few
+        polls (each idle poll renews it), and only while wake-ups reach us."""
+        listening = self.listener is not None and not getattr(self.listener, "broken", False)
+        return max(2.0, 3 * self.settings.poll) if listening else 0.0
+
+    def accept_pushed(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs an enqueue claimed for us while we stood by: run them like our own claims.
+        Any beyond our free places (or arriving while we stop) go straight back."""
+        if not jobs:
+            return
+        room = self.slots_wanted() if self.state is State.RUNNING else 0
+        keep = [j for j in jobs[:max(0, room)] if j.queue in self.settings.queues]
+        self.giveback.extend(j for j in jobs if j not in keep)
+        self.local.extend(keep)
+        self.queue_idle = False
+        self.dispatch()
+
+    def withdraw_standby(self) -> None:
+        try:
+            self.engine.withdraw(self.settings.queues, self.settings.name)
+        except EngineUnavailable as exc:  # it expires by itself within a few polls
+            self.health.down(exc)
 
     def _poll_delay(self, got: int, next_due: float | None) -> float:
         if got:

@@ -178,6 +178,7 @@ class Supervisor(WorkerSteps, RedisSteps):
     def request_stop(self, why: str) -> None:
         """First request drains (finish running jobs within the grace); the second stops now."""
         if self.state is State.RUNNING:
+            self.withdraw_standby()
             log.info("%s: draining; running jobs get %.0f s to finish", why, self.settings.grace)
             self.state = State.DRAINING
             self.stop_deadline = self.os.monotonic() + self.settings.grace
@@ -224,6 +225,8 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.scale(command["workers"], "dtq scale")
         if isinstance(command, dict) and isinstance(command.get("cancel"), str):
             self.cancel_running([command["cancel"]])
+        if isinstance(command, dict) and "push" in command:
+            self.accept_pushed(self.engine.pushed_jobs(command))
 
     def scale(self, workers: int, why: str) -> None:
         workers = max(0, min(workers, 1024))

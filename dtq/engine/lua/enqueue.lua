@@ -1,15 +1,17 @@
 -- enqueue: store jobs unless their id exists; wake idle supervisors.
--- KEYS[1] ready set (for the hash slot). ARGV: prefix, now_ms, then groups of
--- 5: id, plugin, data_json, options_json ('' = defaults), run_at_ms ('' = now).
+-- KEYS[1] ready set (for the hash slot). ARGV: prefix, now_ms, queue, then groups
+-- of 5: id, plugin, data_json, options_json ('' = defaults), run_at_ms ('' = now).
+-- Jobs ready now go first to supervisors on standby (lib.lua push_to_standby).
 -- Returns one state per job: 'new:queued', 'new:scheduled' or the existing state.
 -- The bulk path: one HGET and one HSET per job; sequence numbers and set
 -- insertions are done once per call.
 local prefix, now = ARGV[1], tonumber(ARGV[2])
-local n = (#ARGV - 2) / 5
+local queue = ARGV[3]
+local n = (#ARGV - 3) / 5
 local seq = redis.call('INCRBY', prefix .. 'seq', n) - n
 local out, ready, delayed, created = {}, {}, {}, 0
 for j = 0, n - 1 do
-  local i = 3 + j * 5
+  local i = 4 + j * 5
   local id = ARGV[i]
   local jkey = prefix .. 'job:' .. id
   local existing = redis.call('HGET', jkey, 'state')
@@ -36,5 +38,8 @@ end
 if #ready > 0 then redis.call('ZADD', prefix .. 'ready', unpack(ready)) end
 if #delayed > 0 then redis.call('ZADD', prefix .. 'delayed', unpack(delayed)) end
 if created > 0 then redis.call('HINCRBY', prefix .. 'stats', 'enqueued', created) end
-if #ready > 0 then redis.call('PUBLISH', prefix .. 'wake', '1') end
+if #ready > 0 then
+  push_to_standby(prefix, queue, now)
+  if redis.call('ZCARD', prefix .. 'ready') > 0 then redis.call('PUBLISH', prefix .. 'wake', '1') end
+end
 return out

@@ -117,3 +117,58 @@ local function is_current(jkey, attempt, holder)
   local cur = redis.call('HMGET', jkey, 'state', 'attempt', 'holder')
   return cur[1] == 'running' and cur[2] == attempt and cur[3] == holder
 end
+
+-- Take up to `count` ready jobs for `holder` under a lease: the claim itself.
+-- Appends to `out` per job: "id\31attempt\31plugin\31timeout\31memory_limit\31failures",
+-- data (ids, plugins and numbers never hold \31). Returns how many were taken.
+local function take_ready(prefix, holder, count, lease, now, out)
+  local popped = redis.call('ZPOPMIN', prefix .. 'ready', count)
+  local leases = {}
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local jkey = prefix .. 'job:' .. id
+    local f = redis.call('HMGET', jkey, 'plugin', 'data', 'timeout', 'memory_limit', 'failures',
+                         'attempt')
+    if f[1] then
+      local attempt = tonumber(f[6] or '0') + 1
+      redis.call('HSET', jkey, 'attempt', attempt, 'state', 'running', 'holder', holder,
+                 'started_at', now)
+      leases[#leases + 1] = now + lease
+      leases[#leases + 1] = id
+      out[#out + 1] = id .. '\31' .. attempt .. '\31' .. f[1] .. '\31' .. (f[3] or '') .. '\31' ..
+                      (f[4] or '') .. '\31' .. (f[5] or '0')
+      out[#out + 1] = f[2]
+    end
+  end
+  if #leases > 0 then redis.call('ZADD', prefix .. 'running', unpack(leases)) end
+  return #leases / 2
+end
+
+-- Hand ready jobs straight to idle supervisors that registered free slots (standby),
+-- claiming for them and publishing the claim on their control channel: an idle
+-- pool starts a new job without a claim round trip of its own.
+local function push_to_standby(prefix, queue, now)
+  if redis.call('EXISTS', prefix .. 'paused') == 1 then return end
+  local skey = prefix .. 'standby'
+  local regs = redis.call('HGETALL', skey)
+  for i = 1, #regs, 2 do
+    local holder = regs[i]
+    local slots, lease, expires = string.match(regs[i + 1], '^(%d+)|(%d+)|(%d+)$')
+    slots, lease, expires = tonumber(slots), tonumber(lease), tonumber(expires)
+    if not slots or expires < now then
+      redis.call('HDEL', skey, holder)
+    else
+      local jobs = {}
+      local taken = take_ready(prefix, holder, slots, lease, now, jobs)
+      if taken > 0 then
+        redis.call('PUBLISH', 'dtq:control:' .. holder, cjson.encode({push = queue, jobs = jobs}))
+      end
+      if taken >= slots then
+        redis.call('HDEL', skey, holder)
+      else
+        redis.call('HSET', skey, holder, (slots - taken) .. '|' .. lease .. '|' .. expires)
+      end
+      if taken < slots then return end  -- the ready set is empty
+    end
+  end
+end
