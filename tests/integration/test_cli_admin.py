@@ -6,6 +6,7 @@ a failure), so the commands read exactly what supervisors write.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -51,7 +52,11 @@ def fail_attempts(engine: RedisEngine, job_id: str, reasons: list[str], *, queue
         assert engine.finish("box", [Outcome(claimed[0], "retry", reason=reason, record=record)])
 
 
-def test_dead_list_is_newest_first_paged_and_shows_reason_and_failures(redis_url, engine) -> None:
+def test_dead_list_is_newest_first_paged_and_shows_reason_and_failures(redis_url) -> None:
+    ticks = itertools.count()
+    start = time.time()
+    # a clock that moves 10 ms per reading: "newest" is never a tie within a millisecond
+    engine = RedisEngine(redis_url, clock=lambda: start + next(ticks) * 0.01)
     fail_attempts(engine, "old", ["exit code 3"])
     fail_attempts(engine, "mid", ["killed by SIGSEGV", "killed by SIGSEGV"], plugin="crashy")
     fail_attempts(engine, "new", ["timeout after 30 s"], queue="images")
