@@ -40,14 +40,26 @@ def descendants(pid: int, limit: int = 10_000) -> list[int]:
     return out
 
 
+_PROCESSES: dict[int, psutil.Process] = {}  # sampled ten times a second: keep the handles
+
+
+def _process(pid: int) -> psutil.Process:
+    proc = _PROCESSES.get(pid)
+    if proc is None:
+        if len(_PROCESSES) > 4096:
+            _PROCESSES.clear()
+        proc = _PROCESSES[pid] = psutil.Process(pid)
+    return proc
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants; 0 when it is gone."""
     total = 0
     for member in (pid, *descendants(pid)):
         try:
-            total += psutil.Process(member).memory_info().rss
+            total += _process(member).memory_info().rss
         except psutil.Error:
-            continue
+            _PROCESSES.pop(member, None)
     return total
 
 
