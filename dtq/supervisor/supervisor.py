@@ -300,12 +300,19 @@ class Supervisor(WorkerSteps, RedisSteps):
                     and not self.busy_workers() and not self.outbox and not self.giveback
                     and self.recovered_own):
                 log.info("burst: queues empty and pool idle; stopping")
+                self.withdraw_standby()
                 self.state = State.DRAINING
                 self.stop_deadline = self.os.monotonic()
         if self.state is State.DRAINING and not self.busy_workers() and not self.local:
             self.stop_now()
         if self.state is State.STOPPING and not self.pool.workers:
             self.state = State.STOPPED
+
+    def catch_late_pushes(self, wait: float = 0.05) -> None:
+        """Jobs claimed for us just before we withdrew are in flight: take them to give back."""
+        fd = self.listener.fileno() if self.listener else -1
+        if fd >= 0 and select.select([fd], [], [], wait)[0]:
+            self.handle_events()
 
     def shutdown(self) -> None:
         """Give back what is held, leave the registry, close everything."""
@@ -315,6 +322,8 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.reap_workers()
             if self.pool.workers:
                 select.select([], [], [], 0.01)
+        self.withdraw_standby()
+        self.catch_late_pushes()
         try:
             self.deliver()
             self.engine.unregister(self.settings.name)

@@ -118,3 +118,12 @@ def test_the_plugin_context_carries_the_job_and_its_deadline(start_supervisor, q
     seen = queue.result(job_id, timeout=10)
     assert seen["job_id"] == job_id and seen["attempt"] == 1 and seen["queue"] == "default"
     assert 25 < seen["time_left"] <= 30
+
+
+def test_jobs_enqueued_after_a_burst_run_are_not_claimed_for_it(start_supervisor, queue):
+    first = queue.enqueue("noop", {"n": 1})
+    sup = start_supervisor("--workers", "2", "--burst")
+    assert sup.wait(30) == 0
+    assert queue.status(first).state == "done"
+    later = queue.enqueue("noop", {"n": 2})  # nobody stands by for it any more
+    assert queue.status(later).state == "queued"
