@@ -51,6 +51,9 @@ class JobState(str, enum.Enum):
         return self in (JobState.DONE, JobState.DEAD, JobState.CANCELLED)
 
 
+FINISHED_STATES = frozenset(s.value for s in JobState if s.finished)  # as stored in Redis
+
+
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dtq.job import Job
+from dtq.job import FINISHED_STATES, Job
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class JobStatus:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "dead", "cancelled")
+        return self.state in FINISHED_STATES
 
 
 @dataclass

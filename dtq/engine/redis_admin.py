@@ -131,11 +131,6 @@ class RedisAdmin:
             self.client.publish(qk.wake_channel, "1")
         return removed
 
-    def paused_since(self, queue: str) -> float | None:
-        with self.engine._errors():
-            value = self.client.get(keys.QueueKeys(queue).paused)
-        return float(value) if value else None
-
     # --- samples for statistics -------------------------------------------------------
     def _scan_job_keys(self, queue: str, cap: int) -> tuple[list[str], bool]:
         found: list[str] = []

@@ -34,7 +34,7 @@ from dtq.engine.records import status_from_hash
 from dtq.engine.redis_registry import RedisRegistry
 from dtq.engine.scripts import SCRIPT_NAMES, script_source
 from dtq.errors import EngineUnavailable, InvalidJob
-from dtq.job import Job, parse_envelope, parse_id
+from dtq.job import FINISHED_STATES, Job, parse_envelope, parse_id
 
 DEFAULT_URL = "redis://localhost:6379/0"
 CHUNK = 500  # jobs per script call: bounded ARGV, no long stall of the server
@@ -353,7 +353,7 @@ class RedisEngine(RedisRegistry, Engine):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._errors():
             state = _s(self._run("watch", qk.job(job_id), []))
-            while state not in ("done", "dead", "cancelled", "missing"):
+            while state not in FINISHED_STATES and state != "missing":
                 left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
                 if left <= 0:
                     if self.client.hincrby(qk.job(job_id), "waiters", -1) < 0:

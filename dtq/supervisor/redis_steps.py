@@ -95,7 +95,7 @@ class RedisSteps:
                 self.local.extend(result.jobs)
                 got += len(result.jobs)
                 if result.next_due is not None:
-                    next_due = min(next_due or result.next_due, result.next_due)
+                    next_due = result.next_due if next_due is None else min(next_due, result.next_due)
                 if got >= want:
                     break
             self.health.up()

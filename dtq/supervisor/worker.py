@@ -28,7 +28,6 @@ from dtq.supervisor.exits import EXIT_LOST_PIPE, EXIT_START_FAILED, format_bytes
 from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode, encode_done
 from dtq.supervisor.proctitle import set_title
 
-log = logging.getLogger("dtq.worker")
 _MIB = 1024 * 1024
 
 
