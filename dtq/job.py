@@ -18,8 +18,8 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from dtq.errors import InvalidJob
 
@@ -178,14 +178,17 @@ def _default_options(queue: str) -> JobOptions:
     return JobOptions(queue=queue)
 
 
-@dataclass(frozen=True)
-class Job:
-    """A validated job, ready to be stored by an engine."""
+class Job(NamedTuple):
+    """A validated job, ready to be stored by an engine.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built in a quarter
+    of the time, which counts when enqueue_many validates 100,000 jobs.
+    """
 
     id: str
     plugin: str
     data: Any
-    options: JobOptions = field(default_factory=JobOptions)
+    options: JobOptions = JobOptions()
     data_json: str = ""  # the data, encoded once
 
     def to_envelope(self) -> dict[str, Any]:
@@ -196,14 +199,60 @@ class Job:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
+def _fast_encode() -> Any:
+    """_ENCODER.encode without building a C encoder per call (a third of its cost).
+
+    Uses the json module's C accelerator when this Python has it, else the plain method.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    try:  # markers=None: no cycle check; a cycle ends in RecursionError (see build_job)
+        encoder = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                       False, False, False)
+
+        def encode(value: Any) -> str:
+            if isinstance(value, str):
+                return json.encoder.encode_basestring(value)
+            return "".join(encoder(value, 0))
+
+        sample = {"a": [1, 2.5, "\u00e9\n", None, True], "b": {}}
+        if encode(sample) == _ENCODER.encode(sample):
+            return encode
+    except Exception:  # noqa: BLE001 - no accelerator, or another signature: the plain way
+        pass
+    return _ENCODER.encode
+
+
+_encode = _fast_encode()
+
+
+class _IdSource:
+    """Random 128-bit hex ids, read from os.urandom 256 at a time (one system call,
+    not one per job). Emptied in a forked child, which must never reuse its parent's.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ids = []
+
+    def next(self) -> str:
+        if not self._ids:
+            block = os.urandom(16 * 256).hex()
+            self._ids = [block[i:i + 32] for i in range(0, len(block), 32)]
+        return self._ids.pop()
+
+
+_ids = _IdSource()
+
+
 def new_job_id() -> str:
     """A random, URL-safe id for jobs whose producer gave none."""
-    return os.urandom(16).hex()
+    return _ids.next()
 
 
 def _check_depth(value: Any, limit: int = MAX_NESTING) -> None:
-    if isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()):
-        return  # the common flat object: nothing to walk
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -225,29 +274,41 @@ def parse_id(raw: Any) -> str:
     return job_id
 
 
+_valid_plugins: set[str] = set()  # names seen valid (bounded): most batches use one or two
+
+
+def _valid_plugin(plugin: str) -> bool:
+    if not PLUGIN_PATTERN.match(plugin):
+        return False
+    if len(_valid_plugins) < 1024:
+        _valid_plugins.add(plugin)
+    return True
+
+
 def build_job(plugin: Any, data: Any, job_id: Any = None, options: Any = None,
               *, now: float | None = None, default_queue: str = "default") -> Job:
     """Validate the parts of a job and return it, with an id generated when none is given."""
-    if not isinstance(plugin, str) or not PLUGIN_PATTERN.match(plugin):
+    if not isinstance(plugin, str) or (plugin not in _valid_plugins and not _valid_plugin(plugin)):
         raise InvalidJob("job.plugin", f"must be a plugin name like 'montage_image', got {plugin!r}")
-    _check_depth(data)
-    try:
-        data_json = _ENCODER.encode(data)
+    try:  # encode first: fewer brackets than levels allowed proves the depth (no walk)
+        data_json = _encode(data)
+    except RecursionError:  # a cycle, or far too deep
+        _check_depth(data)
+        raise InvalidJob("job.data", "is not JSON-serialisable: nested too deeply") from None
     except (TypeError, ValueError) as exc:
         raise InvalidJob("job.data", f"is not JSON-serialisable: {exc}") from None
+    if data_json.count("[") + data_json.count("{") >= MAX_NESTING:
+        _check_depth(data)
     try:
         size = len(data_json) if data_json.isascii() else len(data_json.encode())
     except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from the JSON escape "\ud800"
         raise InvalidJob("job.data", f"is not valid Unicode ({exc.reason})") from None
     if size > MAX_ENVELOPE_BYTES:
         raise InvalidJob("job.data", f"is larger than {MAX_ENVELOPE_BYTES} bytes")
-    return Job(
-        id=new_job_id() if job_id is None else parse_id(job_id),
-        plugin=plugin,
-        data=data,
-        options=parse_options(options, now=now, default_queue=default_queue),
-        data_json=data_json,
-    )
+    options = parse_options(options, now=now, default_queue=default_queue)
+    if job_id is None:
+        return Job(new_job_id(), plugin, data, options, data_json)
+    return Job(parse_id(job_id), plugin, data, options, data_json)
 
 
 def parse_envelope(envelope: Any, *, now: float | None = None, default_queue: str = "default") -> Job:

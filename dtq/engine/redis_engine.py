@@ -13,7 +13,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -160,6 +160,50 @@ class RedisEngine(RedisRegistry, Engine):
                 raise reply
         return replies
 
+    def _run_streamed(self, calls: Iterable[tuple[str, str, Sequence[Any]]],
+                      first: Sequence[Any] | None = None) -> list[Any]:
+        """Script calls sent one by one as ``calls`` builds them, replies read at the end.
+
+        Redis runs call k while Python builds call k+1 (a pipeline would build them
+        all first): bulk enqueue is bounded by the slower side, not by their sum.
+        ``first`` is one plain command sent before the scripts; its reply is dropped.
+        """
+        if not self._loaded:
+            self._load_scripts()
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        sent: list[tuple[str, str, Sequence[Any]]] = []
+        replies: list[Any] = []
+        try:
+            if first is not None:
+                conn.send_packed_command(conn.pack_command(*first))
+            for call in calls:
+                name, key, args = call
+                conn.send_packed_command(
+                    conn.pack_command("EVALSHA", self._shas[name], 1, key, *args), check_health=False)
+                sent.append(call)
+            if first is not None:
+                conn.read_response()
+            for _ in sent:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:  # Redis restarted since we loaded the scripts: those calls did nothing
+            self._load_scripts()
+            for i, reply in zip(missing, self._run_many([sent[i] for i in missing]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     def ping(self) -> None:
         with self._errors():
             self.client.ping()
@@ -185,25 +229,30 @@ class RedisEngine(RedisRegistry, Engine):
         for index, job in enumerate(jobs):
             by_queue[job.options.queue].append(index)
         now = self._now_ms()
-        calls: list[tuple[str, str, list[Any]]] = []
-        spans: list[tuple[str, Sequence[int]]] = []
-        for queue, indexes in by_queue.items():
-            qk = keys.QueueKeys(queue)
-            for chunk in _chunks(indexes):
+        spans = [(queue, chunk) for queue, indexes in by_queue.items() for chunk in _chunks(indexes)]
+
+        def calls() -> Iterator[tuple[str, str, list[Any]]]:
+            for queue, chunk in spans:
+                qk = keys.QueueKeys(queue)
                 args: list[Any] = [qk.prefix, now, queue]
                 for i in chunk:
-                    args.extend(self._job_args(jobs[i]))
-                calls.append(("enqueue", qk.ready, args))
-                spans.append((queue, chunk))
+                    args += self._job_args(jobs[i])
+                yield ("enqueue", qk.ready, args)
+
         with self._errors():
-            replies = self._run_many(calls, extra=lambda p: p.sadd(keys.QUEUES, *by_queue)) if calls else []
+            replies = self._run_streamed(calls(), first=("SADD", keys.QUEUES, *by_queue)) if spans else []
         results: list[EnqueueResult | None] = [None] * len(jobs)
-        for (queue, chunk), states in zip(spans, replies, strict=True):
-            for i, state in zip(chunk, states, strict=True):
-                state = _s(state)
-                created = state.startswith("new:")
-                results[i] = EnqueueResult(jobs[i].id, queue, created, state.removeprefix("new:"))
-        return [r for r in results if r is not None]
+        for (queue, chunk), existed in zip(spans, replies, strict=True):
+            for pos in range(0, len(existed), 2):
+                i = chunk[int(existed[pos]) - 1]
+                results[i] = EnqueueResult(jobs[i].id, queue, False, _s(existed[pos + 1]))
+            for i in chunk:
+                if results[i] is None:
+                    run_at = jobs[i].options.run_at
+                    scheduled = run_at is not None and int(run_at * 1000) > now
+                    results[i] = EnqueueResult(jobs[i].id, queue, True,
+                                               "scheduled" if scheduled else "queued")
+        return results  # type: ignore[return-value]  # every slot is filled above
 
     # --- supervisors ---------------------------------------------------------
     def claim(self, queue: str, holder: str, count: int, lease: float,

@@ -330,6 +330,52 @@ def test_nesting_over_the_limit_is_rejected() -> None:
     assert invalid({"job": {"plugin": "p", "data": deep_dicts}}).field == "job.data"
 
 
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_deep_python_data_is_refused_with_the_depth_error(depth: int) -> None:
+    data: object = []
+    for _ in range(depth):
+        data = [data]
+    err = invalid({"job": {"plugin": "p", "data": data}})
+    assert (err.field, err.problem) == ("job.data", f"nested deeper than {MAX_NESTING} levels")
+
+
+def test_cyclic_data_is_refused_not_a_crash() -> None:
+    cycle: dict[str, object] = {}
+    cycle["self"] = cycle
+    looped: list[object] = [1]
+    looped.append(looped)
+    for data in (cycle, looped, {"a": [cycle]}):
+        err = invalid({"job": {"plugin": "p", "data": data}})
+        assert (err.field, err.problem) == ("job.data", f"nested deeper than {MAX_NESTING} levels")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    data = {"text": "[{" * 500}
+    assert parse_envelope({"job": {"plugin": "p", "data": data}}).data == data
+
+
+def test_generated_ids_are_distinct_hex() -> None:
+    ids = {parse_envelope({"job": {"plugin": "p"}}).id for _ in range(600)}  # > one urandom block
+    assert len(ids) == 600
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_child_never_reuses_the_parents_ids() -> None:
+    import os
+    parse_envelope({"job": {"plugin": "p"}})  # the parent now holds a block of unused ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next id and leave at once
+        os.write(write, parse_envelope({"job": {"plugin": "p"}}).id.encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child_id) == 32
+    assert child_id != parse_envelope({"job": {"plugin": "p"}}).id
+
+
 def test_absurd_nesting_in_text_is_invalid_not_a_recursion_error() -> None:
     depth = 200_000
     text = '{"job": {"plugin": "p", "data": ' + "[" * depth + "]" * depth + "}}"

@@ -78,10 +78,10 @@ local function fail_attempt(prefix, id, jkey, reason, record, permanent, jitter,
   return make_available(prefix, id, jkey, now + math.floor(delay * 1000), now)
 end
 
--- The hash of a new job, in one HSET (its options as fields of their own).
+-- The hash of a new job, in one HSET (its options as fields of their own). `attempt`
+-- and `failures` are absent until the first claim and failure (absent = 0).
 local function write_job(jkey, id, plugin, data, opts, state, run_at, now)
-  local args = {'id', id, 'plugin', plugin, 'data', data, 'attempt', 0, 'failures', 0,
-                'enqueued_at', now, 'state', state}
+  local args = {'id', id, 'plugin', plugin, 'data', data, 'enqueued_at', now, 'state', state}
   if state == 'scheduled' then
     args[#args + 1] = 'run_at'
     args[#args + 1] = run_at
