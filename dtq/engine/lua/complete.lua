@@ -1,8 +1,9 @@
 -- complete: record successful attempts, fenced by attempt and holder.
 -- KEYS[1] running set. ARGV: prefix, now_ms, holder, default_ttl_ms, then groups
 -- of 4: id, attempt, result_json, record_json. Returns 1 (recorded) or 0 (stale) per job.
--- Written for the drain hot path: one HMGET, one HSET and one PEXPIRE per job.
-local prefix, now, holder, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+-- Written for the drain hot path: one HMGET, one HSET and one PEXPIRE per job, with
+-- numbers passed as text (Redis formats each Lua number argument with %.17g).
+local prefix, now_text, holder, ttl_text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out, done_ids = {}, {}
 for i = 5, #ARGV, 4 do
   local id, attempt = ARGV[i], ARGV[i + 1]
@@ -13,8 +14,8 @@ for i = 5, #ARGV, 4 do
     local history = cur[4] and (string.sub(cur[4], 1, -2) .. ',' .. ARGV[i + 3] .. ']')
                     or ('[' .. ARGV[i + 3] .. ']')
     redis.call('HSET', jkey, 'result', ARGV[i + 2], 'error', '', 'history', history,
-               'state', 'done', 'finished_at', now, 'holder', '')
-    redis.call('PEXPIRE', jkey, cur[5] and math.floor(tonumber(cur[5]) * 1000) or ttl)
+               'state', 'done', 'finished_at', now_text, 'holder', '')
+    redis.call('PEXPIRE', jkey, cur[5] and math.floor(tonumber(cur[5]) * 1000) or ttl_text)
     if cur[6] then notify_waiters(prefix, id, jkey) end
     done_ids[#done_ids + 1] = id
     out[#out + 1] = 1
