@@ -61,10 +61,9 @@ def _claimed_jobs(queue: str, flat: Sequence[Any]) -> list[ClaimedJob]:
     jobs = []
     for i in range(0, len(flat), 2):
         job_id, attempt, plugin, timeout, memory, failures = _s(flat[i]).split("\x1f")
-        jobs.append(ClaimedJob(
-            id=job_id, queue=queue, attempt=int(attempt), plugin=plugin, data_json=_s(flat[i + 1]),
-            timeout=float(timeout) if timeout else None,
-            memory_limit=int(float(memory)) if memory else None, failures=int(failures or 0)))
+        jobs.append(ClaimedJob(job_id, queue, int(attempt), plugin, _s(flat[i + 1]),
+                               float(timeout) if timeout else None,
+                               int(float(memory)) if memory else None, int(failures or 0)))
     return jobs
 
 
