@@ -9,6 +9,7 @@ A third-party engine can be checked by adding it to ``ENGINES``.
 from __future__ import annotations
 
 import json
+import os
 import select
 import threading
 import time
@@ -963,6 +964,23 @@ def test_engine_survives_a_redis_restart(private_server: RedisServer) -> None:
     engine.enqueue(job("after2"))
     assert [c.id for c in engine.claim(Q, "s", 5, 30).jobs] == ["after2"]  # one script call
     engine.client.close()
+
+
+def test_a_forked_child_enqueues_on_a_connection_of_its_own(real_engine: RedisEngine) -> None:
+    real_engine.enqueue(job("parent-0"))  # the parent now keeps a connection for enqueues
+    pid = os.fork()
+    if pid == 0:  # the child enqueues while the parent does: a shared socket mixes replies
+        try:
+            code = 0 if all(real_engine.enqueue(job(f"child-{i}")).created for i in range(300)) else 1
+        except BaseException:  # noqa: BLE001 - any failure is the child's exit code
+            code = 2
+        os._exit(code)
+    try:
+        parent_ok = all(real_engine.enqueue(job(f"parent-{i}")).created for i in range(1, 301))
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert parent_ok and os.waitstatus_to_exitcode(status) == 0
+    assert real_engine.stats(Q)["ready"] == 601
 
 
 def test_script_cache_flushed_under_a_running_engine(real_engine: RedisEngine) -> None:
