@@ -20,7 +20,8 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
 3. bulk: N jobs enqueued with no worker, timed around the enqueue call(s):
    dtq enqueue_many, rq enqueue_many (one pipeline), Celery apply_async on one
    producer, Dramatiq send and Huey task() in a loop (they have no bulk API).
-4. cpu (dtq only): 40 jobs of ~0.25 s of pure-Python CPU each on 2 workers.
+4. cpu (dtq only): 40 jobs of ~0.25 s of pure-Python CPU each on 2 workers; each dtq
+   timing is divided by the mean of the Pool(2) timings taken just before and after it.
    Pool: a fork multiprocessing.Pool(2).map of the same function, pool start
    included. Cold: enqueue 40, start ``supervise --burst``, time to its exit.
    Warm: on a running idle supervisor, time from enqueue_many to the last

@@ -187,14 +187,23 @@ def _warm_seconds(q) -> float:
 
 
 def cpu(jobs: int) -> dict:
-    """CPU-bound scaling: dtq cold (--burst) and warm against multiprocessing.Pool(2)."""
+    """CPU-bound scaling: dtq cold (--burst) and warm against multiprocessing.Pool(2).
+
+    Each dtq timing is divided by the mean of the Pool(2) timings just before and
+    just after it: this VM's speed drifts by 10-30 % within a minute, which a single
+    Pool timing taken 10 s earlier would count as dtq's overhead.
+    """
     q = _queue()
-    pool_s = _pool_seconds()
-    burst_s = _burst_seconds(q)
+    pool_1 = _pool_seconds()
     warm_s = _warm_seconds(q)
+    pool_2 = _pool_seconds()
+    burst_s = _burst_seconds(q)
+    pool_3 = _pool_seconds()
     _flush()
-    return {"pool_s": pool_s, "burst_s": burst_s, "warm_s": warm_s,
-            "burst_vs_pool": burst_s / pool_s, "warm_vs_pool": warm_s / pool_s}
+    return {"pool_s": pool_2, "burst_s": burst_s, "warm_s": warm_s,
+            "pool_runs_s": [pool_1, pool_2, pool_3],
+            "burst_vs_pool": burst_s / ((pool_2 + pool_3) / 2),
+            "warm_vs_pool": warm_s / ((pool_1 + pool_2) / 2)}
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
