@@ -238,10 +238,12 @@ class _IdSource:
         self._ids = []
 
     def next(self) -> str:
-        if not self._ids:
-            block = os.urandom(16 * 256).hex()
-            self._ids = [block[i:i + 32] for i in range(0, len(block), 32)]
-        return self._ids.pop()
+        while True:
+            try:
+                return self._ids.pop()  # atomic: threads may share the source
+            except IndexError:
+                block = os.urandom(16 * 256).hex()
+                self._ids = [block[i:i + 32] for i in range(0, len(block), 32)]
 
 
 _ids = _IdSource()
