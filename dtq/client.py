@@ -48,10 +48,8 @@ class Queue:
 
     def enqueue(self, plugin: str, data: Any = None, *, id: str | None = None, **options: Any) -> str:
         """Enqueue ``data`` for ``plugin``; options as in docs/protocol.md. Returns the id."""
-        envelope: dict[str, Any] = {"job": {"plugin": plugin, "data": data}, "options": options}
-        if id is not None:
-            envelope["id"] = id
-        return self.append(envelope)
+        job = build_job(plugin, data, id, options, default_queue=self.queue)  # no envelope to parse
+        return self.append(job)
 
     def enqueue_many(self, envelopes: Iterable[Envelope]) -> list[str]:
         """Validate every envelope first (nothing is stored if one is bad), then store in bulk."""
