@@ -25,7 +25,8 @@ for i = 1, n do
       id = id .. '-' .. now .. '-' .. i
       jkey = prefix .. 'job:' .. id
     end
-    redis.call('HSET', jkey, 'id', id, 'plugin', '', 'raw', raw, 'enqueued_at', now, 'error', 'malformed job: ' .. ARGV[b + 4],
+    redis.call('HSET', jkey, 'id', id, 'plugin', '', 'raw', raw, 'enqueued_at', now,
+               'error', 'malformed job: ' .. ARGV[b + 4],
                'history', cjson.encode({{reason = 'malformed job: ' .. ARGV[b + 4]}}))
     redis.call('HINCRBY', prefix .. 'stats', 'malformed', 1)
     finish(prefix, id, jkey, 'dead', now, 0)
