@@ -290,7 +290,7 @@ def test_finish_mixed_batch_keeps_order(engine: RedisEngine) -> None:
 
 
 def test_retry_with_backoff_then_dead_with_every_reason(engine: RedisEngine) -> None:
-    engine.enqueue(job("r", max_attempts=3, backoff=0.1))
+    engine.enqueue(job("r", max_attempts=3, backoff=0.3))  # >= 0.15 s: a VM stall rarely hides it
     reasons = ["exit code 3", "killed by SIGSEGV", "killed by SIGKILL (timeout after 1 s)"]
     for attempt, reason in enumerate(reasons, 1):
         c = wait_until(lambda: claim(engine), timeout=5, message=f"attempt {attempt}")[0]
