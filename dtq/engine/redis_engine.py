@@ -498,10 +498,7 @@ class RedisEngine(RedisRegistry, Engine):
                     break
                 # BLPOP blocks server-side; the 5 s slices only keep the socket timeout happy.
                 self.client.blpop([qk.notify(job_id)], timeout=max(left, 0.01))
-                raw = self.client.hgetall(qk.job(job_id))  # the state and, when it ended, all
-                state = _s(raw.get(b"state", b"")) if raw else "missing"
-                if state in FINISHED_STATES or state == "missing":
-                    return status_from_hash(queue, raw) if raw else None
+                state = _s(self.client.hget(qk.job(job_id), "state") or b"missing")
         return self.status(job_id, queue)
 
     def cancel(self, job_id: str, queue: str) -> str:
