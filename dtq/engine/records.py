@@ -11,11 +11,12 @@ _OPTION_FIELDS = ("timeout", "memory_limit", "max_attempts", "backoff", "priorit
                   "result_ttl", "run_at")
 
 
-def text(value: bytes | str | None) -> str:
-    """Redis bytes as text (undecodable bytes replaced); None as ''."""
+def text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded (undecodable bytes replaced), None as '',
+    anything else (a str, an integer reply) through str()."""
     if value is None:
         return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _json(value: str, default: Any = None) -> Any:

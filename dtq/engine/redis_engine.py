@@ -33,6 +33,7 @@ from dtq.engine.base import (
     RenewResult,
 )
 from dtq.engine.records import status_from_hash
+from dtq.engine.records import text as _s
 from dtq.engine.redis_registry import RedisRegistry
 from dtq.engine.scripts import SCRIPT_NAMES, script_source
 from dtq.errors import EngineUnavailable, InvalidJob
@@ -46,10 +47,6 @@ _RECOVER_JITTER = 0.5
 
 def default_url() -> str:
     return os.environ.get("DTQ_REDIS_URL") or DEFAULT_URL
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -301,17 +298,9 @@ class RedisEngine(RedisRegistry, Engine):
             by_queue[job.options.queue].append(index)
         now = self._now_ms()
         spans = [(queue, chunk) for queue, indexes in by_queue.items() for chunk in _chunks(indexes)]
-
-        def calls() -> Iterator[tuple[str, str, list[Any]]]:
-            for queue, chunk in spans:
-                qk = keys.QueueKeys(queue)
-                args: list[Any] = [qk.prefix, now, queue]
-                for i in chunk:
-                    args += self._job_args(jobs[i])
-                yield ("enqueue", qk.ready, args)
-
+        calls = (self._enqueue_call(queue, now, [jobs[i] for i in chunk]) for queue, chunk in spans)
         with self._errors():
-            replies = self._run_streamed(calls(), first=("SADD", keys.QUEUES, *by_queue)) if spans else []
+            replies = self._run_streamed(calls, first=("SADD", keys.QUEUES, *by_queue)) if spans else []
         results: list[EnqueueResult | None] = [None] * len(jobs)
         for (queue, chunk), existed in zip(spans, replies, strict=True):
             for pos in range(0, len(existed), 2):
@@ -325,15 +314,21 @@ class RedisEngine(RedisRegistry, Engine):
     def enqueue(self, job: Job) -> EnqueueResult:
         """One job: enqueue_many's script without its batching (the idle-latency path)."""
         queue = job.options.queue
-        qk = keys.QueueKeys(queue)
         now = self._now_ms()
         with self._errors():
-            existed = self._run_streamed([("enqueue", qk.ready, [qk.prefix, now, queue,
-                                                                 *self._job_args(job)])],
+            existed = self._run_streamed([self._enqueue_call(queue, now, [job])],
                                          first=("SADD", keys.QUEUES, queue))[0]
         if existed:
             return EnqueueResult(job.id, queue, False, _s(existed[1]))
         return self._created(job, now)
+
+    def _enqueue_call(self, queue: str, now_ms: int, jobs: Sequence[Job]) -> tuple[str, str, list[Any]]:
+        """One call of the enqueue script for jobs of one queue (at most CHUNK of them)."""
+        qk = keys.QueueKeys(queue)
+        args: list[Any] = [qk.prefix, now_ms, queue]
+        for job in jobs:
+            args += self._job_args(job)
+        return ("enqueue", qk.ready, args)
 
     @staticmethod
     def _created(job: Job, now_ms: int) -> EnqueueResult:
