@@ -143,9 +143,7 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
     if unknown:
         known = ", ".join(sorted(OPTION_NAMES))
         raise InvalidJob(f"options.{unknown[0]}", f"unknown option (known: {known})")
-    queue = raw.get("queue", default_queue)
-    if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
-        raise InvalidJob("options.queue", f"must match {QUEUE_PATTERN.pattern}, got {queue!r}")
+    queue = _check_queue(raw.get("queue", default_queue))
     if "delay" in raw and "run_at" in raw:
         raise InvalidJob("options.delay", "give either delay or run_at, not both")
     run_at = None
@@ -173,9 +171,14 @@ def parse_options(raw: Any, *, now: float | None = None, default_queue: str = "d
 @functools.lru_cache(maxsize=256)
 def _default_options(queue: str) -> JobOptions:
     """Options of a job that carries none (validated once per queue name)."""
-    if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
+    return JobOptions(queue=_check_queue(queue))
+
+
+def _check_queue(queue: Any) -> str:
+    # fullmatch: the patterns end in $, which also matches before a final newline
+    if not isinstance(queue, str) or not QUEUE_PATTERN.fullmatch(queue):
         raise InvalidJob("options.queue", f"must match {QUEUE_PATTERN.pattern}, got {queue!r}")
-    return JobOptions(queue=queue)
+    return queue
 
 
 class Job(NamedTuple):
@@ -271,7 +274,7 @@ def parse_id(raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise InvalidJob("id", f"must be a string, got {type(raw).__name__}")
     job_id = str(raw)
-    if not ID_PATTERN.match(job_id):
+    if not ID_PATTERN.fullmatch(job_id):
         raise InvalidJob("id", f"must be 1-128 characters of [A-Za-z0-9_.:@+=-], got {job_id[:40]!r}")
     return job_id
 
@@ -280,7 +283,7 @@ _valid_plugins: set[str] = set()  # names seen valid (bounded): most batches use
 
 
 def _valid_plugin(plugin: str) -> bool:
-    if not PLUGIN_PATTERN.match(plugin):
+    if not PLUGIN_PATTERN.fullmatch(plugin):
         return False
     if len(_valid_plugins) < 1024:
         _valid_plugins.add(plugin)

@@ -330,6 +330,20 @@ def test_nesting_over_the_limit_is_rejected() -> None:
     assert invalid({"job": {"plugin": "p", "data": deep_dicts}}).field == "job.data"
 
 
+@pytest.mark.parametrize(("envelope", "field"), [
+    ({"id": "abc\n", "job": {"plugin": "p"}}, "id"),
+    ({"job": {"plugin": "p\n"}}, "job.plugin"),
+    ({"job": {"plugin": "p"}, "options": {"queue": "q\n"}}, "options.queue"),
+])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(envelope: dict, field: str) -> None:
+    # the patterns end in $, which re.match also lets match just before a final newline
+    assert invalid(envelope).field == field
+
+
+def test_a_default_queue_with_a_trailing_newline_is_refused() -> None:
+    assert invalid({"job": {"plugin": "p"}}, default_queue="q\n").field == "options.queue"
+
+
 @pytest.mark.parametrize("depth", [2_000, 100_000])
 def test_deep_python_data_is_refused_with_the_depth_error(depth: int) -> None:
     data: object = []
