@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import struct
 from typing import Any
+
+from dtq.job import ID_PATTERN
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024  # a result larger than this is refused by the worker
@@ -51,11 +52,10 @@ def _job_tail(queue: str, plugin: str, timeout: float | None, memory_limit: int 
             f'"mem":{_number(memory_limit)},"d":')
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9_.:@+=-]+").fullmatch  # ids, queues, plugins as validated
-
-
 def _plain(text: str) -> bool:
-    return _PLAIN(text) is not None
+    """A name as dtq validates it (the id pattern's characters include those of queues
+    and plugins): it needs no JSON escaping."""
+    return ID_PATTERN.fullmatch(text) is not None
 
 
 def _number(value: float | int | None) -> str:
