@@ -74,18 +74,12 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """Called by the registry at scrape time."""
-        started = CounterMetricFamily("dtq_jobs_started", "Attempts started", labels=["plugin"])
-        for plugin, n in self.started.items():
-            started.add_metric([plugin], n)
-        finished = CounterMetricFamily("dtq_jobs_finished", "Attempts ended",
-                                       labels=["plugin", "outcome"])
-        for labels, n in self.finished.items():
-            finished.add_metric(list(labels), n)
-        failed = CounterMetricFamily("dtq_jobs_failed", "Failed attempts by reason",
-                                     labels=["plugin", "reason"])
-        for labels, n in self.failed.items():
-            failed.add_metric(list(labels), n)
-        yield from (started, finished, failed, self._durations())
+        yield _counter("dtq_jobs_started", "Attempts started", ["plugin"],
+                       {(plugin,): n for plugin, n in self.started.items()})
+        yield _counter("dtq_jobs_finished", "Attempts ended", ["plugin", "outcome"], self.finished)
+        yield _counter("dtq_jobs_failed", "Failed attempts by reason", ["plugin", "reason"],
+                       self.failed)
+        yield self._durations()
         yield from self._gauges()
 
     def _durations(self) -> HistogramMetricFamily:
@@ -119,3 +113,12 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             counts: dict[tuple[str, ...], int]) -> CounterMetricFamily:
+    """A counter family with one sample per label tuple."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, n in counts.items():
+        family.add_metric(list(values), n)
+    return family
