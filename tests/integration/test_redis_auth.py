@@ -66,15 +66,20 @@ def test_password_in_the_url(with_password):
         RedisEngine(f"redis://:wrong@127.0.0.1:{with_password.port}/0").listen(["default"], "s")
 
 
-def test_acl_user_runs_jobs_end_to_end(secured):
-    url = f"redis://dtq:dtq-secret@127.0.0.1:{secured.port}/0"
+def _supervisor_runs_a_job(url: str, data: dict) -> bool:
+    """Enqueue a no-op job at ``url``, let a one-worker supervisor run it, stop it."""
     queue = Queue(url)
-    job_id = queue.enqueue("noop", {"acl": True})
+    job_id = queue.enqueue("noop", data)
     sup = SupervisorProcess(url, "--workers", "1", plugins=("Noop",))
     try:
-        assert queue.result(job_id, timeout=20)["echo"] == {"acl": True}
+        return queue.result(job_id, timeout=20)["echo"] == data
     finally:
-        sup.cleanup()  # gone: enqueues wake others instead of being claimed for it
+        sup.cleanup()
+
+
+def test_acl_user_runs_jobs_end_to_end(secured):
+    url = f"redis://dtq:dtq-secret@127.0.0.1:{secured.port}/0"
+    assert _supervisor_runs_a_job(url, {"acl": True})  # gone after: enqueues now only wake
     listener = RedisEngine(url).listen(["default"], "x")
     assert _wake_arrives(listener, RedisEngine(url))
     listener.close()
@@ -119,13 +124,7 @@ def test_tls_with_rediss_url(tmp_path):
         pytest.skip(f"this redis-server has no TLS: {exc}")
     url = f"rediss://:tls-secret@127.0.0.1:{port}/0?ssl_ca_certs={cert}&ssl_cert_reqs=required"
     try:
-        queue = Queue(url)
-        job_id = queue.enqueue("noop", {"tls": True})
-        sup = SupervisorProcess(url, "--workers", "1", plugins=("Noop",))
-        try:
-            assert queue.result(job_id, timeout=20)["echo"] == {"tls": True}
-        finally:
-            sup.cleanup()
+        assert _supervisor_runs_a_job(url, {"tls": True})
         with pytest.raises(EngineUnavailable):  # plain text against a TLS port
             RedisEngine(f"redis://:tls-secret@127.0.0.1:{port}/0").ping()
     finally:
