@@ -178,14 +178,19 @@ class Supervisor(WorkerSteps, RedisSteps):
     def request_stop(self, why: str) -> None:
         """First request drains (finish running jobs within the grace); the second stops now."""
         if self.state is State.RUNNING:
-            self.withdraw_standby()
             log.info("%s: draining; running jobs get %.0f s to finish", why, self.settings.grace)
-            self.state = State.DRAINING
-            self.stop_deadline = self.os.monotonic() + self.settings.grace
-            self.give_back_unstarted()
+            self.begin_draining(self.settings.grace)
         elif self.state is State.DRAINING:
             log.info("%s again: stopping now", why)
             self.stop_now()
+
+    def begin_draining(self, grace: float) -> None:
+        """Stop claiming (standby slots too), give back what no worker has, and let
+        running jobs finish within ``grace`` seconds."""
+        self.withdraw_standby()
+        self.state = State.DRAINING
+        self.stop_deadline = self.os.monotonic() + grace
+        self.give_back_unstarted()
 
     def stop_now(self) -> None:
         """Kill busy workers and give their jobs back; idle ones just exit."""
@@ -300,9 +305,7 @@ class Supervisor(WorkerSteps, RedisSteps):
                     and not self.busy_workers() and not self.outbox and not self.giveback
                     and self.recovered_own):
                 log.info("burst: queues empty and pool idle; stopping")
-                self.withdraw_standby()
-                self.state = State.DRAINING
-                self.stop_deadline = self.os.monotonic()
+                self.begin_draining(0.0)
         if self.state is State.DRAINING and not self.busy_workers() and not self.local:
             self.stop_now()
         if self.state is State.STOPPING and not self.pool.workers:
