@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import random
+import select
 import threading
 import time
 from collections import defaultdict
@@ -43,6 +44,19 @@ DEFAULT_URL = "redis://localhost:6379/0"
 CHUNK = 500  # jobs per script call: bounded ARGV, no long stall of the server
 _SEND_AT = 16 * 1024  # bytes of packed calls that go out at once while more are built
 _RECOVER_JITTER = 0.5
+
+
+def _closed_by_peer(conn: Any) -> bool:
+    """Whether an idle connection has something to read: only an end of stream (or
+    bytes nobody asked for) can be there. One write carries a whole enqueue, so a
+    dead socket would be found only when its reply fails to come, too late to resend."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return False
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def default_url() -> str:
@@ -196,6 +210,8 @@ class RedisEngine(RedisRegistry, Engine):
         try:
             if self._own is None:
                 self._own = pool.get_connection()  # never released: it stays ours
+            elif _closed_by_peer(self._own):  # Redis restarted or dropped us while we were idle
+                self._own.disconnect()  # the next send connects afresh
             yield self._own
         finally:
             self._own_lock.release()
@@ -265,8 +281,10 @@ class RedisEngine(RedisRegistry, Engine):
 
     @staticmethod
     def _send(conn: Any, out: list[bytes], retry_allowed: bool) -> None:
+        """One write for all of ``out``: redis-py sends each item of a list with its own
+        sendall, and each segment wakes Redis on its own."""
         try:
-            conn.send_packed_command(out, check_health=False)
+            conn.send_packed_command([b"".join(out)], check_health=False)
         except (redis.ConnectionError, OSError) as exc:
             if retry_allowed:
                 raise _SendFailed from exc

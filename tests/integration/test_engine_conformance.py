@@ -983,6 +983,30 @@ def test_a_forked_child_enqueues_on_a_connection_of_its_own(real_engine: RedisEn
     assert real_engine.stats(Q)["ready"] == 601
 
 
+class _CountingSocket:
+    """A socket stand-in that counts the writes going through it."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock, self.writes = sock, 0
+
+    def sendall(self, data: Any) -> None:
+        self.writes += 1
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_one_enqueue_is_one_write(real_engine: RedisEngine) -> None:
+    """Registry SADD and script in one segment: each write wakes Redis on its own (idle latency)."""
+    real_engine.enqueue(job("first"))  # the engine now keeps a connection for enqueues
+    conn = real_engine._own
+    counting = conn._sock = _CountingSocket(conn._sock)
+    assert real_engine.enqueue(job("second")).created
+    assert counting.writes == 1
+    assert [c.id for c in real_engine.claim(Q, "s", 5, 30).jobs] == ["first", "second"]
+
+
 def test_script_cache_flushed_under_a_running_engine(real_engine: RedisEngine) -> None:
     real_engine.enqueue(job("a"))
     real_engine.client.script_flush()
