@@ -188,7 +188,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, info: SupervisorInfo, ttl: float) -> dict[str, str]:
-        """Record that a supervisor lives; returns its control settings (e.g. workers)."""
+        """Record that a supervisor lives; returns the control settings (e.g. workers) sent
+        since the last heartbeat, each returned once."""
 
     @abc.abstractmethod
     def unregister(self, name: str) -> None:

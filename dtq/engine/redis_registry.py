@@ -35,7 +35,8 @@ class RedisRegistry:
             pipe.hset(key, mapping=fields)
             pipe.pexpire(key, int(ttl * 1000))
             pipe.hgetall(key + ":control")
-            control = pipe.execute()[-1]
+            pipe.delete(key + ":control")  # applied once: a later SIGTTIN/SIGTTOU must stand
+            control = pipe.execute()[-2]
         return {_s(k): _s(v) for k, v in control.items()}
 
     def unregister(self, name: str) -> None:

@@ -238,6 +238,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         if workers != self.target_workers:
             log.info("%s: pool size %d -> %d", why, self.target_workers, workers)
             self.target_workers = workers
+            self.next_heartbeat = self.os.monotonic()  # `dtq supervisors` shows it at once
 
     def reload_plugins(self) -> None:
         """SIGHUP: re-import plugins, then replace idle workers (busy ones after their job)."""

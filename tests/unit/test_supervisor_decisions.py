@@ -196,6 +196,32 @@ def test_shrinking_retires_idle_workers_first(world):
     assert fake_os.signals == []
 
 
+def test_a_new_pool_size_is_in_the_registry_at_the_next_tick(world):
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.tick()  # first heartbeat: the next is due lease / 3 = 10 s later
+    fake_os.advance(0.1)
+    sup.scale(3, "test")
+    sup.tick()
+    (info,) = engine.supervisors()
+    assert info.workers == 3 and len(sup.pool.workers) == 3
+
+
+def test_a_signal_after_dtq_scale_is_not_undone_by_the_next_heartbeat(world):
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.tick()
+    assert engine.send_control("test-sup", {"workers": 3})  # as `dtq scale`; Pub/Sub not read
+    fake_os.advance(11.0)
+    sup.tick()  # the heartbeat brings the stored size
+    assert sup.target_workers == 3
+    sup.scale(2, "SIGTTOU")
+    for _ in range(3):
+        fake_os.advance(11.0)
+        sup.tick()
+    assert sup.target_workers == 2 and len([w for w in sup.pool.workers.values() if w.alive]) == 2
+
+
 def test_drain_then_stop_gives_back_what_is_left(world):
     fake_os, engine, _ = world
     sup, pid, sent, job = start_one(world, settings={"grace": 10})
