@@ -25,7 +25,9 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
    Pool: a fork multiprocessing.Pool(2).map of the same function, pool start
    included. Cold: enqueue 40, start ``supervise --burst``, time to its exit.
    Warm: on a running idle supervisor, time from enqueue_many to the last
-   result. Ideal is 40 x 0.25 / 2 = 5 s.
+   result, 4 times per run alternating with the Pool; a run reports the median
+   of its 4 ratios, and a last line gives the median of every ratio of every
+   run. Ideal is 40 x 0.25 / 2 = 5 s.
 5. overhead (dtq only): supervisor process CPU (user+sys, psutil) over
    --idle-seconds of idleness / wall; supervisor CPU seconds per 10k no-op
    jobs while draining N; PSS of the supervisor plus all its descendants with
@@ -270,6 +272,15 @@ def format_table(measure: str, results: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _pooled_warm_ratios(result: dict) -> str:
+    """Every warm/Pool ratio of every run: a finer figure than the median of run medians."""
+    ratios = sorted(r for run in result.get("runs", []) for r in run.get("warm_ratios", []))
+    if not ratios:
+        return ""
+    return (f"  warm/Pool over all {len(ratios)} alternations: median "
+            f"{statistics.median(ratios):.3f}x (range {ratios[0]:.3f}-{ratios[-1]:.3f})\n")
+
+
 def run_all(args: argparse.Namespace, redis_url: str) -> dict:
     """Every selected measurement for every selected tool, measurement by measurement."""
     pythons = {"dtq": args.dtq_python}
@@ -314,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         if leftovers:
             print(f"killed leftover process groups: {leftovers}", file=sys.stderr)
     for measure, per_tool in results.items():
-        print(format_table(measure, per_tool, args) + "\n")
+        print(format_table(measure, per_tool, args))
+        print(_pooled_warm_ratios(per_tool.get("dtq", {})) if measure == "cpu" else "")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     return 0

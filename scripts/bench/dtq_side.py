@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import random
 import shlex
+import statistics
 import sys
 import time
 
@@ -172,38 +173,47 @@ def _burst_seconds(q) -> float:
     return elapsed
 
 
-def _warm_seconds(q) -> float:
+WARM_ROUNDS = 4  # warm timings per run, each between two Pool timings
+
+
+def _warm_batch_seconds(q) -> float:
     """From enqueueing 40 spins on an idle, running supervisor to the last result."""
+    start = time.perf_counter()
+    for job_id in q.enqueue_many(_spin_jobs()):
+        q.result(job_id, timeout=120.0)
+    return time.perf_counter() - start
+
+
+def cpu(jobs: int) -> dict:
+    """CPU-bound scaling: dtq warm and cold (--burst) against multiprocessing.Pool(2).
+
+    Each dtq timing is divided by the mean of the Pool(2) timings just before and
+    just after it: this VM's speed drifts by 10-30 % within a minute, which a single
+    Pool timing taken 10 s earlier would count as dtq's overhead. One running
+    supervisor is timed WARM_ROUNDS times, alternating with the Pool, and the run
+    reports the median of those ratios (single ratios spread by +-10 % here).
+    """
+    q = _queue()
     _flush()
     sup = _supervisor("cpu-warm", burst=False)
     try:
         _warm_up(q, sup)
-        start = time.perf_counter()
-        for job_id in q.enqueue_many(_spin_jobs()):
-            q.result(job_id, timeout=120.0)
-        return time.perf_counter() - start
+        pools = [_pool_seconds()]
+        warms = []
+        for _ in range(WARM_ROUNDS):
+            warms.append(_warm_batch_seconds(q))
+            pools.append(_pool_seconds())
     finally:
         sup.stop()
-
-
-def cpu(jobs: int) -> dict:
-    """CPU-bound scaling: dtq cold (--burst) and warm against multiprocessing.Pool(2).
-
-    Each dtq timing is divided by the mean of the Pool(2) timings just before and
-    just after it: this VM's speed drifts by 10-30 % within a minute, which a single
-    Pool timing taken 10 s earlier would count as dtq's overhead.
-    """
-    q = _queue()
-    pool_1 = _pool_seconds()
-    warm_s = _warm_seconds(q)
-    pool_2 = _pool_seconds()
     burst_s = _burst_seconds(q)
-    pool_3 = _pool_seconds()
+    pool_after = _pool_seconds()
     _flush()
-    return {"pool_s": pool_2, "burst_s": burst_s, "warm_s": warm_s,
-            "pool_runs_s": [pool_1, pool_2, pool_3],
-            "burst_vs_pool": burst_s / ((pool_2 + pool_3) / 2),
-            "warm_vs_pool": warm_s / ((pool_1 + pool_2) / 2)}
+    warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
+    return {"pool_s": statistics.median(pools), "burst_s": burst_s,
+            "warm_s": statistics.median(warms), "pool_runs_s": pools + [pool_after],
+            "warm_runs_s": warms, "warm_ratios": warm_ratios,
+            "burst_vs_pool": burst_s / ((pools[-1] + pool_after) / 2),
+            "warm_vs_pool": statistics.median(warm_ratios)}
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
