@@ -155,8 +155,9 @@ class Engine(abc.ABC):
         as a control message (see `pushed_jobs`); an engine may ignore it.
         """
 
-    def pushed_jobs(self, message: dict[str, Any]) -> list[ClaimedJob]:
-        """Jobs claimed for this supervisor by the engine (a control message); [] if none."""
+    def pushed_jobs(self, message: str) -> list[ClaimedJob]:
+        """Jobs claimed for this supervisor by the engine (a control message's text); [] if
+        the message is not such a claim."""
         return []
 
     def withdraw(self, queues: Sequence[str], holder: str) -> None:  # noqa: B027 - optional

@@ -70,6 +70,9 @@ def _record_json(record: dict[str, Any] | str) -> str:
     return record if isinstance(record, str) else _COMPACT.encode(record)
 
 
+PUSH_PREFIX = "push\x1e"  # a control message carrying jobs claimed for the supervisor
+
+
 def _claimed_jobs(queue: str, flat: Sequence[Any]) -> list[ClaimedJob]:
     """Claim replies: per job a metadata string (fields joined by \\x1f) and the data."""
     jobs = []
@@ -365,12 +368,18 @@ class RedisEngine(RedisRegistry, Engine):
         next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
         return ClaimResult(_claimed_jobs(queue, reply[1:]), next_due)
 
-    def pushed_jobs(self, message: dict[str, Any]) -> list[ClaimedJob]:
-        """The jobs an enqueue claimed for this supervisor while it stood by (see claim)."""
-        queue, flat = message.get("push"), message.get("jobs")
-        if not isinstance(queue, str) or not isinstance(flat, list) or len(flat) % 2:
+    def pushed_jobs(self, message: str) -> list[ClaimedJob]:
+        """The jobs an enqueue claimed for this supervisor while it stood by (see claim and
+        lib.lua push_to_standby): "push", queue, then metadata and data per job, by \x1e."""
+        if not message.startswith(PUSH_PREFIX):
             return []
-        return _claimed_jobs(queue, flat)
+        queue, *flat = message[len(PUSH_PREFIX):].split("\x1e")
+        if not flat or len(flat) % 2:
+            return []
+        try:
+            return _claimed_jobs(queue, flat)
+        except ValueError:  # not written by enqueue.lua: someone else published it
+            return []
 
     def admit_inbox(self, queue: str, limit: int = 100) -> int:
         qk = keys.QueueKeys(queue)

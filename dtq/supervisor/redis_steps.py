@@ -51,11 +51,13 @@ class RedisSteps:
         return free + self.batch_size() - len(self.local)
 
     def dispatch(self) -> None:
+        """Send claimed jobs to workers with room; counters after the write, which is what
+        an idle worker waits for."""
         cap = self.capacity()
         for w in self.pool.workers.values():
             if not self.local:
                 return
-            sent = False
+            sent: list[str] = []
             room = cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
             while self.local and w.alive and len(w.jobs) < room:
                 job = self.local.popleft()
@@ -63,11 +65,12 @@ class RedisSteps:
                 if not w.jobs:
                     a.start(self.os.monotonic(), self.os.time())
                 self.pool.send(w, a)
-                self.counters["started"] += 1
-                self.metrics.job_started(job.plugin)
-                sent = True
+                sent.append(job.plugin)
             if sent:
                 self.pool.flush(w)
+                self.counters["started"] += len(sent)
+                for plugin in sent:
+                    self.metrics.job_started(plugin)
 
     def job_timeout(self, job: ClaimedJob) -> float | None:
         timeout = job.timeout or self.settings.timeout

@@ -221,6 +221,9 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.fill_slots()  # straight away: the other steps can wait for the next tick
 
     def handle_control(self, payload: str) -> None:
+        if payload.startswith("push"):  # the idle-latency path: no JSON to decode
+            self.accept_pushed(self.engine.pushed_jobs(payload))
+            return
         try:
             command = json.loads(payload)
         except ValueError:
@@ -230,8 +233,6 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.scale(command["workers"], "dtq scale")
         if isinstance(command, dict) and isinstance(command.get("cancel"), str):
             self.cancel_running([command["cancel"]])
-        if isinstance(command, dict) and "push" in command:
-            self.accept_pushed(self.engine.pushed_jobs(command))
 
     def scale(self, workers: int, why: str) -> None:
         workers = max(0, min(workers, 1024))

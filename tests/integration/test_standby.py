@@ -15,12 +15,12 @@ from dtq.job import build_job
 pytestmark = pytest.mark.redis
 
 
-def pushed(listener, timeout: float = 5.0) -> list[dict]:
+def pushed(listener, timeout: float = 5.0) -> list[str]:
     messages = []
     deadline = time.monotonic() + timeout
     while not messages and time.monotonic() < deadline:
         select.select([listener.fileno()], [], [], 0.2)
-        messages = [json.loads(p) for kind, p in listener.drain() if kind == "control"]
+        messages = [p for kind, p in listener.drain() if kind == "control"]
     return messages
 
 
@@ -43,6 +43,22 @@ def test_an_enqueue_claims_for_a_supervisor_on_standby(engine):
     (message,) = pushed(listener)
     assert len(engine.pushed_jobs(message)) == 1  # one slot was left, not two
     assert engine.stats("default")["ready"] == 1
+    listener.close()
+
+
+def test_pushed_data_keeps_every_character(engine):
+    """The push is \\x1e-separated text: data holding those characters (escaped in JSON)
+    and non-ASCII text arrive intact; a message that is not a push gives no jobs."""
+    listener = engine.listen(["default"], "box-c")
+    engine.claim("default", "box-c", 1, lease=30, standby=5)
+    data = {"s": "a\x1eb\x1fc", "u": "\u00e9\u4e2d", "n": [1, {"x": None}]}
+    engine.enqueue(build_job("noop", data))
+    (message,) = pushed(listener)
+    (job,) = engine.pushed_jobs(message)
+    assert json.loads(job.data_json) == data
+    assert engine.pushed_jobs('{"workers": 2}') == []
+    assert engine.pushed_jobs("push\x1edefault\x1eonly-one-field") == []
+    assert engine.pushed_jobs("push\x1edefault\x1enot-a-claim\x1e{}") == []
     listener.close()
 
 

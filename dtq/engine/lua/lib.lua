@@ -150,7 +150,10 @@ end
 
 -- Hand ready jobs straight to idle supervisors that registered free slots (standby),
 -- claiming for them and publishing the claim on their control channel: an idle
--- pool starts a new job without a claim round trip of its own.
+-- pool starts a new job without a claim round trip of its own. The message is text,
+-- not JSON: "push", the queue, then per job its claim metadata and data, joined by
+-- \30 (which neither holds: JSON text has no raw control characters), so the
+-- supervisor splits it instead of decoding the data as a JSON string.
 local function push_to_standby(prefix, queue, now)
   if redis.call('EXISTS', prefix .. 'paused') == 1 then return end
   local skey = prefix .. 'standby'
@@ -165,7 +168,7 @@ local function push_to_standby(prefix, queue, now)
       local jobs = {}
       local taken = take_ready(prefix, holder, slots, lease, now, jobs)
       if taken > 0 then
-        redis.call('PUBLISH', 'dtq:control:' .. holder, cjson.encode({push = queue, jobs = jobs}))
+        redis.call('PUBLISH', 'dtq:control:' .. holder, 'push\30' .. queue .. '\30' .. table.concat(jobs, '\30'))
       end
       if taken >= slots then
         redis.call('HDEL', skey, holder)
