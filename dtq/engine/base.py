@@ -175,6 +175,12 @@ class Engine(abc.ABC):
     def finish(self, holder: str, outcomes: Sequence[Outcome]) -> list[str]:
         """Record attempt outcomes, fenced; returns each job's new state or 'stale'."""
 
+    def finish_and_claim(self, holder: str, outcomes: Sequence[Outcome], queue: str, count: int,
+                         lease: float, standby: float = 0.0) -> tuple[list[str], ClaimResult]:
+        """`finish`, then `claim`: the supervisor's pair after a batch of results, which an
+        engine may send in one round trip (the Redis engine does)."""
+        return self.finish(holder, outcomes), self.claim(queue, holder, count, lease, standby)
+
     @abc.abstractmethod
     def set_progress(self, progress: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Record the latest progress of running jobs, keyed by (queue, job id)."""

@@ -361,16 +361,35 @@ class RedisEngine(RedisRegistry, Engine):
     # --- supervisors ---------------------------------------------------------
     def claim(self, queue: str, holder: str, count: int, lease: float,
               standby: float = 0.0) -> ClaimResult:
-        qk = keys.QueueKeys(queue)
         with self._errors():
-            reply = self._run("claim", qk.ready, [qk.prefix, self._now_ms(), count, holder,
-                                                  int(lease * 1000), int(standby * 1000)])
+            reply = self._run(*self._claim_call(queue, holder, count, lease, standby))
+        return self._claim_result(queue, reply)
+
+    def _claim_call(self, queue: str, holder: str, count: int, lease: float,
+                    standby: float) -> tuple[str, str, list[Any]]:
+        qk = keys.QueueKeys(queue)
+        return ("claim", qk.ready, [qk.prefix, self._now_ms(), count, holder, int(lease * 1000),
+                                    int(standby * 1000)])
+
+    @staticmethod
+    def _claim_result(queue: str, reply: list[Any]) -> ClaimResult:
         next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
         return ClaimResult(_claimed_jobs(queue, reply[1:]), next_due)
 
+    def finish_and_claim(self, holder: str, outcomes: Sequence[Outcome], queue: str, count: int,
+                         lease: float, standby: float = 0.0) -> tuple[list[str], ClaimResult]:
+        """One pipeline: the finish scripts, then the claim (one wake-up of Redis and of the
+        supervisor per batch of results instead of two)."""
+        calls, order = self._finish_calls(holder, outcomes)
+        calls.append(self._claim_call(queue, holder, count, lease, standby))
+        with self._errors():
+            replies = self._run_many(calls)
+        return (self._finish_states(outcomes, order, replies[:-1]),
+                self._claim_result(queue, replies[-1]))
+
     def pushed_jobs(self, message: str) -> list[ClaimedJob]:
         """The jobs an enqueue claimed for this supervisor while it stood by (see claim and
-        lib.lua push_to_standby): "push", queue, then metadata and data per job, by \x1e."""
+        lib.lua push_to_standby): "push", queue, then metadata and data per job, by \\x1e."""
         if not message.startswith(PUSH_PREFIX):
             return []
         queue, *flat = message[len(PUSH_PREFIX):].split("\x1e")
@@ -440,6 +459,14 @@ class RedisEngine(RedisRegistry, Engine):
         return grouped
 
     def finish(self, holder: str, outcomes: Sequence[Outcome]) -> list[str]:
+        calls, order = self._finish_calls(holder, outcomes)
+        with self._errors():
+            replies = self._run_many(calls)
+        return self._finish_states(outcomes, order, replies)
+
+    def _finish_calls(self, holder: str, outcomes: Sequence[Outcome]
+                      ) -> tuple[list[tuple[str, str, list[Any]]], list[tuple[str, list[int]]]]:
+        """The complete/fail script calls for ``outcomes``, and which outcomes each covers."""
         now = self._now_ms()
         ttl = int(self.defaults.result_ttl * 1000)
         order: list[tuple[str, list[int]]] = []
@@ -452,8 +479,11 @@ class RedisEngine(RedisRegistry, Engine):
             for chunk in _chunks(indexes):
                 calls.append(self._finish_call(qk, done, [outcomes[i] for i in chunk], now, holder, ttl))
                 order.append(("done" if done else "fail", list(chunk)))
-        with self._errors():
-            replies = self._run_many(calls)
+        return calls, order
+
+    @staticmethod
+    def _finish_states(outcomes: Sequence[Outcome], order: list[tuple[str, list[int]]],
+                       replies: Sequence[Any]) -> list[str]:
         states = ["stale"] * len(outcomes)
         for (kind, chunk), reply in zip(order, replies, strict=True):
             for i, value in zip(chunk, reply, strict=True):

@@ -105,10 +105,23 @@ class RedisSteps:
         except EngineUnavailable as exc:
             self.health.down(exc)
             return
+        self.claimed(got, next_due, now)
+        self.dispatch()
+
+    def claimed(self, got: int, next_due: float | None, now: float) -> None:
+        """After a claim: when to claim again (at once while jobs keep coming)."""
         self.next_due = next_due
         self.queue_idle = got == 0
         self.next_poll = now + self._poll_delay(got, next_due)
-        self.dispatch()
+
+    def claim_with_outcomes(self) -> int:
+        """How many jobs to claim in the round trip that delivers outcomes: what fill_slots
+        would claim right after, when that is one claim (one queue, no inbox admission due)."""
+        now = self.os.monotonic()
+        if (len(self.settings.queues) != 1 or self.state is not State.RUNNING or now < self.next_poll
+                or self.inbox_due or now >= self.next_inbox or not self.may_claim()):
+            return 0
+        return self.slots_wanted()
 
     def standby_seconds(self) -> float:
         """How long free slots stay registered for jobs to be claimed on our behalf: a few
@@ -171,7 +184,14 @@ class RedisSteps:
                 self.engine.set_progress(self.progress)
                 self.progress = {}
             if due:
-                states = self.engine.finish(self.settings.name, self.outbox)
+                want = self.claim_with_outcomes()
+                if want:
+                    states, result = self.engine.finish_and_claim(
+                        self.settings.name, self.outbox, self.settings.queues[0], want,
+                        self.settings.lease, self.standby_seconds())
+                    self.local.extend(result.jobs)
+                else:
+                    states, result = self.engine.finish(self.settings.name, self.outbox), None
                 for out, state in zip(self.outbox, states, strict=True):
                     if state in ("queued", "scheduled"):  # a retry: claim again to learn when
                         self.queue_idle = False
@@ -180,6 +200,8 @@ class RedisSteps:
                         log.warning("job %s attempt %d: outcome not recorded (a newer attempt "
                                     "holds it)", out.job.id, out.job.attempt)
                 self.outbox = []
+                if result is not None:
+                    self.claimed(len(result.jobs), result.next_due, self.os.monotonic())
             if self.giveback:
                 self.engine.give_back(self.settings.name, self.giveback)
                 self.giveback = []

@@ -41,7 +41,7 @@ class SupervisorSettings:
     grace: float = 30.0  # graceful stop: how long running jobs may finish
     kill_grace: float = 2.0  # soft signal -> SIGKILL of the process group
     batch_window: float = 0.002  # no job waits longer than this behind batched short jobs
-    max_batch: int = 64
+    max_batch: int = 128
     burst: bool = False
     allow_paths: list[Path] = field(default_factory=list)
     plugin_options: dict[str, Any] = field(default_factory=dict)

@@ -222,7 +222,10 @@ class Supervisor(WorkerSteps, RedisSteps):
 
     def handle_control(self, payload: str) -> None:
         if payload.startswith("push"):  # the idle-latency path: no JSON to decode
-            self.accept_pushed(self.engine.pushed_jobs(payload))
+            jobs = self.engine.pushed_jobs(payload)
+            if not jobs:
+                log.warning("ignoring unreadable push message %r", payload[:200])
+            self.accept_pushed(jobs)
             return
         try:
             command = json.loads(payload)

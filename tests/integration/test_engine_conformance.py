@@ -252,6 +252,19 @@ def test_complete_records_result_and_history(engine: RedisEngine) -> None:
     assert (stats["running"], stats["done"]) == (0, 1)
 
 
+def test_finish_and_claim_records_first_then_claims(engine: RedisEngine) -> None:
+    engine.enqueue_many([job("a"), job("b", backoff=0, max_attempts=2), job("c"), job("d")])
+    a, b = claim(engine, 2)
+    states, result = engine.finish_and_claim("sup-a", [done(a), failed(b, "boom")], Q, 5, 30.0)
+    assert states == ["done", "queued"]
+    # b's retry was ready before the claim ran: one round trip takes it with c and d
+    assert sorted((c.id, c.attempt) for c in result.jobs) == [("b", 2), ("c", 1), ("d", 1)]
+    assert result.next_due is None
+    assert (engine.status("a", Q).state, engine.status("b", Q).holder) == ("done", "sup-a")
+    states, result = engine.finish_and_claim("sup-a", [done(a)], Q, 5, 30.0)
+    assert states == ["stale"] and result.jobs == []
+
+
 def test_complete_is_fenced_by_holder_and_attempt(engine: RedisEngine) -> None:
     engine.enqueue(job("a", backoff=0))
     old = claim_one(engine, holder="sup-a")

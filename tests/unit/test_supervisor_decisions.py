@@ -75,6 +75,24 @@ def test_a_result_completes_the_job(world):
     assert sup.pool.workers[pid].state is WorkerState.IDLE
 
 
+def test_a_result_and_the_next_claim_share_one_round_trip(world, monkeypatch):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    second = build_job("noop", {"n": 2})
+    engine.enqueue(second)
+    calls = []
+    for name in ("finish", "claim", "finish_and_claim"):
+        real = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda *a, _real=real, _name=name, **kw: (
+            calls.append(_name), _real(*a, **kw))[1])
+    report(fake_os, pid, sent)
+    sup.tick()
+    assert calls == ["finish_and_claim"]
+    assert engine.status(job.id, "default").state == "done"
+    (next_sent,) = jobs_sent(fake_os, pid)
+    assert next_sent["id"] == second.id
+
+
 def test_timeout_sends_the_soft_signal_then_kills_after_the_grace(world):
     fake_os, engine, _ = world
     sup, pid, sent, job = start_one(world, timeout=5)
@@ -222,6 +240,15 @@ def test_a_signal_after_dtq_scale_is_not_undone_by_the_next_heartbeat(world):
     assert sup.target_workers == 2 and len([w for w in sup.pool.workers.values() if w.alive]) == 2
 
 
+def test_an_unreadable_push_is_logged_and_ignored(world, caplog):
+    _, _, make = world
+    sup = make(workers=1)
+    sup.tick()
+    sup.handle_control("push\x1edefault\x1enot-a-claim\x1e{}")
+    assert "ignoring unreadable push message" in caplog.text
+    assert not sup.local and not sup.giveback and sup.state is State.RUNNING
+
+
 def test_drain_then_stop_gives_back_what_is_left(world):
     fake_os, engine, _ = world
     sup, pid, sent, job = start_one(world, settings={"grace": 10})
@@ -238,7 +265,7 @@ def test_draining_keeps_jobs_already_in_a_workers_pipe(world):
     fake_os, engine, make = world
     sup = make(workers=1)
     sup.avg_wall = 1e-5  # very short jobs: they are batched into the worker's pipe
-    for i in range(60):
+    for i in range(200):  # more than one worker's batch
         engine.enqueue(build_job("noop", {"i": i}))
     sup.tick()
     sup.tick()
@@ -250,4 +277,4 @@ def test_draining_keeps_jobs_already_in_a_workers_pipe(world):
     for sent in in_pipe:  # the worker will run these: they must stay ours
         assert engine.status(sent["id"], "default").state == "running"
     assert engine.stats("default")["running"] == len(in_pipe)
-    assert engine.stats("default")["ready"] == 60 - len(in_pipe)
+    assert engine.stats("default")["ready"] == 200 - len(in_pipe)

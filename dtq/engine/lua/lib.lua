@@ -168,7 +168,8 @@ local function push_to_standby(prefix, queue, now)
       local jobs = {}
       local taken = take_ready(prefix, holder, slots, lease, now, jobs)
       if taken > 0 then
-        redis.call('PUBLISH', 'dtq:control:' .. holder, 'push\30' .. queue .. '\30' .. table.concat(jobs, '\30'))
+        redis.call('PUBLISH', 'dtq:control:' .. holder,
+                   'push\30' .. queue .. '\30' .. table.concat(jobs, '\30'))
       end
       if taken >= slots then
         redis.call('HDEL', skey, holder)
