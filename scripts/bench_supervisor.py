@@ -28,7 +28,7 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
    result, 4 times per run alternating with the Pool; a run reports the median
    of its 4 ratios, and a last line gives the median of every ratio of every
    run. Ideal is 40 x 0.25 / 2 = 5 s.
-5. overhead (dtq only): supervisor process CPU (user+sys, psutil) over
+5. overhead (dtq only): supervisor process CPU (/proc/PID/schedstat, else psutil) over
    --idle-seconds of idleness / wall; supervisor CPU seconds per 10k no-op
    jobs while draining N; PSS of the supervisor plus all its descendants with
    2 idle workers.
