@@ -92,6 +92,7 @@ class Worker:
         self._limited = False
         self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
+        self._report_at = 0  # backlog size at which held outcomes go out mid-batch
 
     def serve(self) -> NoReturn:
         """Run jobs until the pipe closes or a stop message comes; never returns."""
@@ -115,6 +116,7 @@ class Worker:
             if not chunk:
                 return None
             self._backlog.extend(self.reader.feed(chunk))
+            self._report_at = len(self._backlog) // 2
         return self._backlog.popleft()
 
     def _send(self, message: dict[str, Any], *, hold: bool = False) -> None:
@@ -166,7 +168,11 @@ class Worker:
                 self._limit_data(None)
         wall = time.perf_counter() - t0
         cpu, rss = _cpu() - c0, _rss() if wall > 0.005 else 0
-        hold = bool(self._backlog) and verdict != "exit"
+        # Outcomes of a batch go out twice: at its half, so that the supervisor sends the
+        # next batch while this one still runs (the worker never waits for it), and at its end.
+        hold = len(self._backlog) > 0 and verdict != "exit"
+        if hold and len(self._backlog) <= self._report_at:
+            hold, self._report_at = False, 0
         if outcome.get("t") == "ok":
             self._write(encode_done(job_id, attempt, result_json, wall, cpu, rss), hold)
         else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
 
+from dtq.plugin import Plugin
 from dtq.supervisor.exits import describe_exit, format_bytes
 from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_done, encode_job
+from dtq.supervisor.worker import Worker
 
 
 def test_frames_split_anywhere_are_reassembled():
@@ -66,3 +69,39 @@ def test_a_done_frame_carries_the_result_text_untouched():
                    "r": result}
     (odd,) = FrameReader().feed(encode_done('we"ird', 1, "null", 0.0, 0.0, 0))
     assert odd["id"] == 'we"ird' and odd["r"] == "null"
+
+
+class _Noop(Plugin):
+    name = "noop"
+
+    def process(self, data, ctx):
+        return data
+
+
+class _HoldRecorder(Worker):
+    """A worker whose writes only record whether the outcome was held back."""
+
+    def __init__(self, fd_in: int) -> None:
+        super().__init__(fd_in, -1, {"noop": _Noop()})
+        self.holds: list[bool] = []
+
+    def _write(self, frame: bytes, hold: bool = False) -> None:
+        self.holds.append(hold)
+
+
+def test_a_batch_reports_its_outcomes_at_its_half_and_at_its_end():
+    """At the half the supervisor learns there is room and sends the next batch while
+    this one still runs; holding to the end made the worker wait for it."""
+    r, w = os.pipe()
+    try:
+        os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "noop", "{}", None, None) for i in range(8)))
+        worker = _HoldRecorder(r)
+        for _ in range(8):
+            worker._run(worker._next_message())
+        assert worker.holds == [True, True, True, False, True, True, True, False]
+        os.write(w, encode_job("single", "q", 1, "noop", "{}", None, None))
+        worker._run(worker._next_message())
+        assert worker.holds[-1] is False  # a lone job's outcome goes at once
+    finally:
+        os.close(r)
+        os.close(w)
