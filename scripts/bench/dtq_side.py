@@ -149,10 +149,19 @@ def _spin_jobs() -> list[dict]:
 
 
 def _pool_seconds() -> float:
-    """The same 40 spins on a bare fork Pool(2), pool start-up included."""
+    """The same 40 spins on a bare fork Pool(2), pool start-up and shutdown included.
+
+    close() and join(), not the with-block's terminate(): terminate() once hung here
+    for ten minutes, a worker stuck on the task queue's lock that another worker held
+    when it was killed."""
     start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    pool = multiprocessing.get_context("fork").Pool(2)
+    try:
         pool.map(spin, [SPIN_ITERATIONS] * SPIN_JOBS, chunksize=1)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
     return time.perf_counter() - start
 
 
