@@ -82,12 +82,12 @@ class RedisSteps:
             return
         self.dispatch()
         now = self.os.monotonic()
-        if now < self.next_poll or not self.may_claim():
+        if not self.claim_due(now):
             return
         want = self.slots_wanted()
         got = 0
         try:
-            if self.inbox_due or now >= self.next_inbox:
+            if self.admission_due(now):
                 self.admit_inboxes()
                 self.inbox_due = False
                 self.next_inbox = now + self.settings.poll
@@ -114,12 +114,19 @@ class RedisSteps:
         self.queue_idle = got == 0
         self.next_poll = now + self._poll_delay(got, next_due)
 
+    def claim_due(self, now: float) -> bool:
+        """Whether fill_slots claims now."""
+        return now >= self.next_poll and self.may_claim()
+
+    def admission_due(self, now: float) -> bool:
+        """Whether fill_slots admits inbox entries before its claim."""
+        return self.inbox_due or now >= self.next_inbox
+
     def claim_with_outcomes(self) -> int:
         """How many jobs to claim in the round trip that delivers outcomes: what fill_slots
         would claim right after, when that is one claim (one queue, no inbox admission due)."""
         now = self.os.monotonic()
-        if (len(self.settings.queues) != 1 or self.state is not State.RUNNING or now < self.next_poll
-                or self.inbox_due or now >= self.next_inbox or not self.may_claim()):
+        if len(self.settings.queues) != 1 or self.admission_due(now) or not self.claim_due(now):
             return 0
         return self.slots_wanted()
 
