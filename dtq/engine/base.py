@@ -9,10 +9,11 @@ against this contract.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from dtq.errors import EngineUnavailable
 from dtq.job import FINISHED_STATES, Job
 
 # EnqueueResult, ClaimedJob and Outcome are NamedTuples: immutable like frozen
@@ -175,11 +176,32 @@ class Engine(abc.ABC):
     def finish(self, holder: str, outcomes: Sequence[Outcome]) -> list[str]:
         """Record attempt outcomes, fenced; returns each job's new state or 'stale'."""
 
-    def finish_and_claim(self, holder: str, outcomes: Sequence[Outcome], queue: str, count: int,
-                         lease: float, standby: float = 0.0) -> tuple[list[str], ClaimResult]:
-        """`finish`, then `claim`: the supervisor's pair after a batch of results, which an
-        engine may send in one round trip (the Redis engine does)."""
-        return self.finish(holder, outcomes), self.claim(queue, holder, count, lease, standby)
+    # Calls in flight: the supervisor makes `finish` and `claim` calls and reads their
+    # replies when they are there, so that its own work overlaps the engine's. A call
+    # goes out at the latest at the next `read_replies`. An engine that cannot do that
+    # answers at once (these defaults). Raising EngineUnavailable means "not sent";
+    # ``on_lost`` means "the reply will never come": the call may or may not have
+    # taken effect.
+    def finish_soon(self, holder: str, outcomes: Sequence[Outcome],
+                    on_reply: Callable[[list[str]], None],
+                    on_lost: Callable[[EngineUnavailable], None]) -> None:
+        """`finish` whose states go to ``on_reply`` once the engine answers."""
+        on_reply(self.finish(holder, outcomes))
+
+    def claim_soon(self, queue: str, holder: str, count: int, lease: float, standby: float,
+                   on_reply: Callable[[ClaimResult], None],
+                   on_lost: Callable[[EngineUnavailable], None]) -> None:
+        """`claim` whose result goes to ``on_reply`` once the engine answers."""
+        on_reply(self.claim(queue, holder, count, lease, standby))
+
+    def replies_fileno(self) -> int:
+        """A descriptor that becomes readable when a reply to a call in flight arrives; -1
+        when none is in flight."""
+        return -1
+
+    def read_replies(self, wait: bool = False) -> None:  # noqa: B027 - optional
+        """Send the calls not yet sent, then hand the replies that arrived to their
+        callbacks; with ``wait``, all of them."""
 
     @abc.abstractmethod
     def set_progress(self, progress: dict[tuple[str, str], dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ from dtq.engine.base import (
 )
 from dtq.engine.records import status_from_hash
 from dtq.engine.records import text as _s
+from dtq.engine.redis_inflight import CallsInFlight
 from dtq.engine.redis_registry import RedisRegistry
 from dtq.engine.scripts import SCRIPT_NAMES, script_source
 from dtq.errors import EngineUnavailable, InvalidJob
@@ -124,6 +125,7 @@ class RedisEngine(RedisRegistry, Engine):
         self._own: Any = None  # see _connection
         self._own_pid = os.getpid()
         self._own_lock = threading.Lock()
+        self._in_flight = CallsInFlight(self)
 
     # --- plumbing ----------------------------------------------------------
     def _now_ms(self) -> int:
@@ -136,11 +138,14 @@ class RedisEngine(RedisRegistry, Engine):
         except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:  # first
             raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
+            raise self.unavailable(exc) from None
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
                 raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
             raise
+
+    def unavailable(self, exc: Exception) -> EngineUnavailable:
+        return EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}")
 
     def _where(self) -> str:
         kw = self.client.connection_pool.connection_kwargs
@@ -239,15 +244,26 @@ class RedisEngine(RedisRegistry, Engine):
         except _SendFailed:
             replies = self._send_and_read(itertools.chain(list(sent), calls), first, sent := [],
                                           retry_allowed=False)
+        return self.rerun_unknown_scripts(sent, replies)
+
+    def rerun_unknown_scripts(self, calls: Sequence[tuple[str, str, Sequence[Any]]],
+                              replies: list[Any]) -> list[Any]:
+        """``replies`` with the calls Redis refused with NOSCRIPT (it restarted since we
+        loaded the scripts: they did nothing) run again; raises the first other error."""
         missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
-        if missing:  # Redis restarted since we loaded the scripts: those calls did nothing
-            self._load_scripts()
-            for i, reply in zip(missing, self._run_many([sent[i] for i in missing]), strict=True):
-                replies[i] = reply
+        if missing:
+            with self._errors():
+                self._load_scripts()
+                for i, reply in zip(missing, self._run_many([calls[i] for i in missing]), strict=True):
+                    replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    def pack_calls(self, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> bytes:
+        """Script calls by SHA as the bytes of one write."""
+        return b"".join(_pack(("EVALSHA", self._shas[name], 1, key, *args)) for name, key, args in calls)
 
     def _send_and_read(self, calls: Iterator[tuple[str, str, Sequence[Any]]],
                        first: Sequence[Any] | None,
@@ -376,16 +392,24 @@ class RedisEngine(RedisRegistry, Engine):
         next_due = float(reply[0]) / 1000.0 if int(reply[0]) >= 0 else None
         return ClaimResult(_claimed_jobs(queue, reply[1:]), next_due)
 
-    def finish_and_claim(self, holder: str, outcomes: Sequence[Outcome], queue: str, count: int,
-                         lease: float, standby: float = 0.0) -> tuple[list[str], ClaimResult]:
-        """One pipeline: the finish scripts, then the claim (one wake-up of Redis and of the
-        supervisor per batch of results instead of two)."""
+    def finish_soon(self, holder: str, outcomes: Sequence[Outcome],
+                    on_reply: Callable[[list[str]], None],
+                    on_lost: Callable[[EngineUnavailable], None]) -> None:
         calls, order = self._finish_calls(holder, outcomes)
-        calls.append(self._claim_call(queue, holder, count, lease, standby))
-        with self._errors():
-            replies = self._run_many(calls)
-        return (self._finish_states(outcomes, order, replies[:-1]),
-                self._claim_result(queue, replies[-1]))
+        self._in_flight.send(
+            calls, lambda replies: on_reply(self._finish_states(outcomes, order, replies)), on_lost)
+
+    def claim_soon(self, queue: str, holder: str, count: int, lease: float, standby: float,
+                   on_reply: Callable[[ClaimResult], None],
+                   on_lost: Callable[[EngineUnavailable], None]) -> None:
+        self._in_flight.send([self._claim_call(queue, holder, count, lease, standby)],
+                             lambda replies: on_reply(self._claim_result(queue, replies[0])), on_lost)
+
+    def replies_fileno(self) -> int:
+        return self._in_flight.fileno()
+
+    def read_replies(self, wait: bool = False) -> None:
+        self._in_flight.read(wait)
 
     def pushed_jobs(self, message: str) -> list[ClaimedJob]:
         """The jobs an enqueue claimed for this supervisor while it stood by (see claim and

@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any
 
-from dtq.engine.base import ClaimedJob, Outcome, SupervisorInfo
+from dtq.engine.base import ClaimedJob, ClaimResult, Outcome, SupervisorInfo
 from dtq.errors import EngineUnavailable
 from dtq.supervisor.pool import Assignment, WorkerHandle
 from dtq.supervisor.states import State
@@ -41,7 +41,7 @@ class RedisSteps:
     def may_claim(self) -> bool:
         """Whether a claim would be useful and allowed now (the poll time aside)."""
         return (self.state is State.RUNNING and self.recovered_own and self.health.ok()
-                and self.slots_wanted() > 0
+                and not self.claim_out and self.slots_wanted() > 0
                 # enough claimed ahead: refill in large batches, not a few per tick
                 and len(self.local) <= self.batch_size() // 2)
 
@@ -78,35 +78,60 @@ class RedisSteps:
         return min(timeout, ceiling) if timeout and ceiling else timeout or ceiling
 
     def fill_slots(self) -> None:
+        """Dispatch what is claimed; claim more when due. The claim's reply is read later
+        (collect_replies): the loop goes on meanwhile, and one claim is out at a time."""
         if self.state is not State.RUNNING:
             return
         self.dispatch()
         now = self.os.monotonic()
         if not self.claim_due(now):
             return
-        want = self.slots_wanted()
-        got = 0
         try:
             if self.admission_due(now):
                 self.admit_inboxes()
                 self.inbox_due = False
                 self.next_inbox = now + self.settings.poll
-            next_due = None
-            for queue in self.settings.queues:
-                result = self.engine.claim(queue, self.settings.name, want - got,
-                                           self.settings.lease, self.standby_seconds())
-                self.local.extend(result.jobs)
-                got += len(result.jobs)
-                if result.next_due is not None:
-                    next_due = result.next_due if next_due is None else min(next_due, result.next_due)
-                if got >= want:
-                    break
-            self.health.up()
+            self.claim_from(0, self.slots_wanted(), now)
         except EngineUnavailable as exc:
             self.health.down(exc)
-            return
-        self.claimed(got, next_due, now)
-        self.dispatch()
+
+    def claim_from(self, index: int, want: int, sent_at: float, next_due: float | None = None,
+                   got: int = 0) -> None:
+        """Claim up to ``want`` jobs from the queues in order, starting at queues[index]
+        (the next queue is asked only when this one had too few); ``got`` and ``next_due``
+        are what the queues before it gave."""
+        queue = self.settings.queues[index]
+
+        def on_reply(result: ClaimResult) -> None:
+            self.claim_out = False
+            self.health.up()
+            due = next_due if result.next_due is None else (
+                result.next_due if next_due is None else min(next_due, result.next_due))
+            if self.state is not State.RUNNING:  # stopping: what came in goes back
+                self.giveback.extend(result.jobs)
+                return
+            self.local.extend(result.jobs)
+            total = got + len(result.jobs)
+            if len(result.jobs) < want and index + 1 < len(self.settings.queues):
+                try:
+                    self.claim_from(index + 1, want - len(result.jobs), sent_at, due, total)
+                    return
+                except EngineUnavailable as exc:
+                    self.health.down(exc)
+            self.claimed(total, due, sent_at)
+            self.dispatch()
+
+        def on_lost(exc: EngineUnavailable) -> None:  # jobs it took come back when their lease ends
+            self.claim_out = False
+            self.health.down(exc)
+
+        self.claim_out = True
+        try:
+            self.engine.claim_soon(queue, self.settings.name, want, self.settings.lease,
+                                   self.standby_seconds(), on_reply, on_lost)
+        except EngineUnavailable:
+            self.claim_out = False
+            raise
 
     def claimed(self, got: int, next_due: float | None, now: float) -> None:
         """After a claim: when to claim again (at once while jobs keep coming)."""
@@ -121,14 +146,6 @@ class RedisSteps:
     def admission_due(self, now: float) -> bool:
         """Whether fill_slots admits inbox entries before its claim."""
         return self.inbox_due or now >= self.next_inbox
-
-    def claim_with_outcomes(self) -> int:
-        """How many jobs to claim in the round trip that delivers outcomes: what fill_slots
-        would claim right after, when that is one claim (one queue, no inbox admission due)."""
-        now = self.os.monotonic()
-        if len(self.settings.queues) != 1 or self.admission_due(now) or not self.claim_due(now):
-            return 0
-        return self.slots_wanted()
 
     def standby_seconds(self) -> float:
         """How long free slots stay registered for jobs to be claimed on our behalf: a few
@@ -182,7 +199,8 @@ class RedisSteps:
                 or self.os.monotonic() - self.outbox_since >= self.settings.batch_window)
 
     def deliver(self) -> None:
-        """Send held outcomes, give-backs and progress to Redis; keep them while it is away."""
+        """Send held outcomes, give-backs and progress to Redis; keep them while it is away.
+        Outcomes do not wait for their reply (collect_replies reads it)."""
         due = self.outcomes_due()
         if not (due or self.giveback or self.progress) or not self.health.ok():
             return
@@ -191,30 +209,50 @@ class RedisSteps:
                 self.engine.set_progress(self.progress)
                 self.progress = {}
             if due:
-                want = self.claim_with_outcomes()
-                if want:
-                    states, result = self.engine.finish_and_claim(
-                        self.settings.name, self.outbox, self.settings.queues[0], want,
-                        self.settings.lease, self.standby_seconds())
-                    self.local.extend(result.jobs)
-                else:
-                    states, result = self.engine.finish(self.settings.name, self.outbox), None
-                for out, state in zip(self.outbox, states, strict=True):
-                    if state in ("queued", "scheduled"):  # a retry: claim again to learn when
-                        self.queue_idle = False
-                        self.next_poll = self.os.monotonic()
-                    elif state == "stale":
-                        log.warning("job %s attempt %d: outcome not recorded (a newer attempt "
-                                    "holds it)", out.job.id, out.job.attempt)
-                self.outbox = []
-                if result is not None:
-                    self.claimed(len(result.jobs), result.next_due, self.os.monotonic())
+                self.send_outcomes()
             if self.giveback:
                 self.engine.give_back(self.settings.name, self.giveback)
                 self.giveback = []
-            self.health.up()
+            if self.health.ok():  # not if an engine reported a loss at once (on_lost)
+                self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)
+
+    def send_outcomes(self) -> None:
+        """The outbox to the engine; if the reply is lost, the outcomes are sent again
+        (a success sent twice is recorded once; a failure sent twice is 'stale' the
+        second time, fenced by its attempt)."""
+        outcomes = self.outbox
+
+        def on_reply(states: list[str]) -> None:
+            self.finishing -= 1
+            for out, state in zip(outcomes, states, strict=True):
+                if state in ("queued", "scheduled"):  # a retry: claim again to learn when
+                    self.queue_idle = False
+                    self.next_poll = self.os.monotonic()
+                elif state == "stale":
+                    log.warning("job %s attempt %d: outcome not recorded (a newer attempt "
+                                "holds it)", out.job.id, out.job.attempt)
+
+        def on_lost(exc: EngineUnavailable) -> None:
+            self.finishing -= 1
+            if not self.outbox:
+                self.outbox_since = self.os.monotonic()
+            self.outbox[:0] = outcomes
+            self.health.down(exc)
+
+        self.finishing += 1
+        self.outbox = []
+        try:
+            self.engine.finish_soon(self.settings.name, outcomes, on_reply, on_lost)
+        except EngineUnavailable:
+            self.finishing -= 1
+            self.outbox[:0] = outcomes
+            raise
+
+    def collect_replies(self, wait: bool = False) -> None:
+        """Run the callbacks of finish and claim replies that arrived."""
+        self.engine.read_replies(wait)
 
     def held_jobs(self) -> list[ClaimedJob]:
         held = list(self.local)

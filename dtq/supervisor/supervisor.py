@@ -2,9 +2,11 @@
 
 Its loop is a flat list of named steps, each safe to run on every tick:
 
-    handle_signals, reap_workers, collect_results, enforce_deadlines, enforce_memory,
-    deliver, fill_slots, maybe_heartbeat, maybe_recover, maintain_pool, check_done
-    then wait (select) until the next deadline, a worker message, a signal or a wake-up.
+    collect_replies, handle_signals, reap_workers, collect_results, enforce_deadlines,
+    enforce_memory, deliver, fill_slots, maybe_heartbeat, maybe_recover, maintain_pool,
+    collect_replies, check_done
+    then wait (select) until the next deadline, a worker message, a signal, a wake-up
+    or the reply to a finish or claim in flight.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.local: deque[ClaimedJob] = deque()  # claimed, leased, not yet sent to a worker
         self.outbox: list[Outcome] = []  # outcomes waiting to reach Redis
         self.outbox_since = 0.0
+        self.finishing = 0  # finish calls in flight (their outcomes are no longer in outbox)
+        self.claim_out = False  # a claim is in flight
         self.giveback: list[ClaimedJob] = []
         self.progress: dict[tuple[str, str], dict[str, Any]] = {}
         # retry often enough that a short outage does not cost the leases of running jobs
@@ -99,6 +103,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         return 0
 
     def tick(self) -> None:
+        self.collect_replies()
         self.handle_signals()
         self.reap_workers()
         self.collect_results()
@@ -109,6 +114,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.maybe_heartbeat()
         self.maybe_recover()
         self.maintain_pool()
+        self.collect_replies()
         self.check_done()
 
     def next_wakeup(self) -> float:
@@ -137,7 +143,8 @@ class Supervisor(WorkerSteps, RedisSteps):
         return max(0.0, min(times, default=now + 60.0) - now)
 
     def wait(self, timeout: float) -> None:
-        """The one wait point: worker pipes, the signal pipe and the Redis wake-up socket."""
+        """The one wait point: worker pipes, the signal pipe, the Redis wake-up socket and
+        the replies to calls in flight."""
         readers = [w.from_worker for w in self.pool.workers.values() if not w.eof]
         writers = [w.to_worker for w in self.pool.workers.values() if w.outbuf and w.to_worker >= 0]
         if self.signals:
@@ -147,6 +154,8 @@ class Supervisor(WorkerSteps, RedisSteps):
             readers.append(listen_fd)
         if self.http:
             readers.extend(self.http.fds())
+        if (replies_fd := self.engine.replies_fileno()) >= 0:
+            readers.append(replies_fd)
         try:
             readable, writable, _ = select.select(readers, writers, [], timeout)
         except InterruptedError:
@@ -308,7 +317,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         if self.state is State.RUNNING and self.settings.burst:
             if (self.queue_idle and self.next_due is None and not self.local
                     and not self.busy_workers() and not self.outbox and not self.giveback
-                    and self.recovered_own):
+                    and not self.finishing and not self.claim_out and self.recovered_own):
                 log.info("burst: queues empty and pool idle; stopping")
                 self.begin_draining(0.0)
         if self.state is State.DRAINING and not self.busy_workers() and not self.local:
@@ -333,7 +342,13 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.withdraw_standby()
         self.catch_late_pushes()
         try:
+            self.collect_replies(wait=True)  # a claim in flight lands in giveback
             self.deliver()
+            self.collect_replies(wait=True)
+            if self.outbox or self.giveback:
+                log.error("could not record %d outcomes or give back %d jobs (their leases "
+                          "expire and another supervisor recovers them)",
+                          len(self.outbox), len(self.giveback))
             self.engine.unregister(self.settings.name)
         except EngineUnavailable as exc:
             log.error("could not give back jobs or leave the registry: %s "

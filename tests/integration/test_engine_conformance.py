@@ -252,17 +252,27 @@ def test_complete_records_result_and_history(engine: RedisEngine) -> None:
     assert (stats["running"], stats["done"]) == (0, 1)
 
 
-def test_finish_and_claim_records_first_then_claims(engine: RedisEngine) -> None:
+def _never_lost(exc: EngineUnavailable) -> None:
+    raise AssertionError(f"a call in flight was lost: {exc}")
+
+
+def test_calls_in_flight_are_answered_in_the_order_sent(engine: RedisEngine) -> None:
     engine.enqueue_many([job("a"), job("b", backoff=0, max_attempts=2), job("c"), job("d")])
     a, b = claim(engine, 2)
-    states, result = engine.finish_and_claim("sup-a", [done(a), failed(b, "boom")], Q, 5, 30.0)
-    assert states == ["done", "queued"]
-    # b's retry was ready before the claim ran: one round trip takes it with c and d
-    assert sorted((c.id, c.attempt) for c in result.jobs) == [("b", 2), ("c", 1), ("d", 1)]
-    assert result.next_due is None
-    assert (engine.status("a", Q).state, engine.status("b", Q).holder) == ("done", "sup-a")
-    states, result = engine.finish_and_claim("sup-a", [done(a)], Q, 5, 30.0)
-    assert states == ["stale"] and result.jobs == []
+    got: list[tuple[str, Any]] = []
+    engine.finish_soon("sup-a", [done(a), failed(b, "boom")], lambda s: got.append(("finish", s)),
+                       _never_lost)
+    engine.claim_soon(Q, "sup-a", 5, 30.0, 0.0, lambda r: got.append(("claim", r)), _never_lost)
+    engine.read_replies(wait=True)
+    assert [name for name, _ in got] == ["finish", "claim"]
+    assert got[0][1] == ["done", "queued"]
+    # b's retry was ready before the claim ran, so the claim takes it with c and d
+    assert sorted((c.id, c.attempt) for c in got[1][1].jobs) == [("b", 2), ("c", 1), ("d", 1)]
+    assert got[1][1].next_due is None
+    assert engine.replies_fileno() == -1
+    engine.finish_soon("sup-a", [done(a)], lambda s: got.append(("again", s)), _never_lost)
+    engine.read_replies(wait=True)
+    assert got[-1] == ("again", ["done"])  # a resend of a recorded attempt (its reply was lost)
 
 
 def test_complete_is_fenced_by_holder_and_attempt(engine: RedisEngine) -> None:
@@ -278,8 +288,9 @@ def test_complete_is_fenced_by_holder_and_attempt(engine: RedisEngine) -> None:
     assert (s.state, s.holder, s.attempt, s.result) == ("running", "sup-b", 2, None)
     assert engine.finish("sup-b", [done(new, "fresh")]) == ["done"]
     assert engine.status("a", Q).result == "fresh"
-    assert engine.finish("sup-b", [done(new, "twice")]) == ["stale"]
+    assert engine.finish("sup-b", [done(new, "twice")]) == ["done"]  # recorded already
     assert engine.status("a", Q).result == "fresh"
+    assert engine.finish("sup-a", [done(old, "stale again")]) == ["stale"]
 
 
 def test_finish_by_another_holder_with_the_right_attempt_is_stale(engine: RedisEngine) -> None:
@@ -977,6 +988,65 @@ def test_engine_survives_a_redis_restart(private_server: RedisServer) -> None:
     engine.enqueue(job("after2"))
     assert [c.id for c in engine.claim(Q, "s", 5, 30).jobs] == ["after2"]  # one script call
     engine.client.close()
+
+
+def test_a_call_in_flight_returns_before_its_reply(real_engine: RedisEngine) -> None:
+    real_engine.enqueue(job("a"))
+    (a,) = claim(real_engine)
+    got: list[list[str]] = []
+    real_engine.claim_soon(Q, "sup-a", 0, 30.0, 0.0, lambda r: None, _never_lost)
+    real_engine.read_replies(wait=True)  # the connection for calls in flight is now open
+    pauser = real_engine.client.connection_pool.get_connection()
+    pauser.send_command("CLIENT", "PAUSE", "400", "ALL")  # Redis answers nobody for 0.4 s
+    assert pauser.read_response() == b"OK"
+    started = time.monotonic()
+    real_engine.finish_soon("sup-a", [done(a)], got.append, _never_lost)
+    real_engine.read_replies()
+    assert time.monotonic() - started < 0.2 and got == []
+    fd = real_engine.replies_fileno()
+    assert fd >= 0
+    assert select.select([fd], [], [], 5.0)[0] == [fd]
+    real_engine.read_replies()
+    assert got == [["done"]] and time.monotonic() - started >= 0.3
+    assert real_engine.replies_fileno() == -1
+    real_engine.client.connection_pool.release(pauser)
+
+
+def test_calls_in_flight_are_lost_with_redis_and_work_again_after(private_server: RedisServer) -> None:
+    engine = RedisEngine(private_server.url, defaults=DEFAULTS)
+    engine.enqueue_many([job("a"), job("b")])
+    (a,) = claim(engine)
+    lost: list[str] = []
+    pauser = engine.client.connection_pool.get_connection()
+    pauser.send_command("CLIENT", "PAUSE", "5000", "ALL")
+    pauser.read_response()
+    engine.finish_soon("sup-a", [done(a)], _unexpected_reply, lambda e: lost.append(f"f {e}"))
+    engine.claim_soon(Q, "sup-a", 1, 30.0, 0.0, _unexpected_reply, lambda e: lost.append(f"c {e}"))
+    private_server.stop(kill=True)
+    started = time.monotonic()
+    engine.read_replies(wait=True)
+    assert time.monotonic() - started < 3
+    assert [x[:2] for x in lost] == ["f ", "c "]
+    assert all("unreachable" in x for x in lost)
+    assert engine.replies_fileno() == -1
+    engine.claim_soon(Q, "sup-a", 1, 30.0, 0.0, _unexpected_reply, lambda e: lost.append(f"n {e}"))
+    engine.read_replies()  # nothing to send to: lost at the write
+    assert [x[:2] for x in lost] == ["f ", "c ", "n "] and engine.replies_fileno() == -1
+
+    private_server.start()  # empty, and without our scripts: NOSCRIPT, reload, run again
+    got: list[Any] = []
+    engine.claim_soon(Q, "sup-a", 1, 30.0, 0.0, got.append, _never_lost)
+    engine.read_replies(wait=True)
+    assert got[0].jobs == []
+    engine.enqueue(job("c"))
+    engine.claim_soon(Q, "sup-a", 1, 30.0, 0.0, got.append, _never_lost)
+    engine.read_replies(wait=True)
+    assert [c.id for c in got[1].jobs] == ["c"]
+    engine.client.close()
+
+
+def _unexpected_reply(reply: Any) -> None:
+    raise AssertionError(f"a reply came from a server that was killed: {reply!r}")
 
 
 def test_a_forked_child_enqueues_on_a_connection_of_its_own(real_engine: RedisEngine) -> None:

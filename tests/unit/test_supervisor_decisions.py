@@ -10,6 +10,7 @@ from fakes import SIGKILL, SIGSEGV, SIGTERM, FakeOS, exited, signalled
 
 from dtq.engine.base import Defaults
 from dtq.engine.redis_engine import RedisEngine
+from dtq.errors import EngineUnavailable
 from dtq.job import build_job
 from dtq.supervisor.messages import FrameReader, encode
 from dtq.supervisor.pool import WorkerState
@@ -75,22 +76,95 @@ def test_a_result_completes_the_job(world):
     assert sup.pool.workers[pid].state is WorkerState.IDLE
 
 
-def test_a_result_and_the_next_claim_share_one_round_trip(world, monkeypatch):
+def _count_calls(engine, monkeypatch, names) -> list[str]:
+    calls: list[str] = []
+    for name in names:
+        real = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda *a, _real=real, _name=name, **kw: (
+            calls.append(_name), _real(*a, **kw))[1])
+    return calls
+
+
+def test_a_result_and_the_next_claim_go_out_without_waiting_for_replies(world, monkeypatch):
     fake_os, engine, _ = world
     sup, pid, sent, job = start_one(world)
     second = build_job("noop", {"n": 2})
     engine.enqueue(second)
-    calls = []
-    for name in ("finish", "claim", "finish_and_claim"):
-        real = getattr(engine, name)
-        monkeypatch.setattr(engine, name, lambda *a, _real=real, _name=name, **kw: (
-            calls.append(_name), _real(*a, **kw))[1])
+    calls = _count_calls(engine, monkeypatch, ("finish", "claim", "finish_soon", "claim_soon"))
     report(fake_os, pid, sent)
     sup.tick()
-    assert calls == ["finish_and_claim"]
+    assert calls == ["finish_soon", "claim_soon"]
     assert engine.status(job.id, "default").state == "done"
-    (next_sent,) = jobs_sent(fake_os, pid)
+    (next_sent,) = jobs_sent(fake_os, pid)  # fakeredis answers at once: read in the same tick
     assert next_sent["id"] == second.id
+
+
+def test_outcomes_whose_reply_is_lost_are_sent_again(world, monkeypatch):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    real = engine.finish_soon
+
+    def lose_once(holder, outcomes, on_reply, on_lost):
+        monkeypatch.setattr(engine, "finish_soon", real)
+        real(holder, outcomes, lambda states: None, on_lost)  # recorded, but the reply is lost
+        on_lost(EngineUnavailable("Redis at test is unreachable: connection reset"))
+
+    monkeypatch.setattr(engine, "finish_soon", lose_once)
+    report(fake_os, pid, sent)
+    sup.tick()
+    assert not sup.health.ok() and [o.job.id for o in sup.outbox] == [job.id]
+    assert sup.finishing == 0
+    fake_os.advance(10.0)
+    sends = _count_calls(engine, monkeypatch, ("finish_soon",))
+    sup.tick()
+    assert sends == ["finish_soon"] and sup.outbox == [] and sup.health.ok()
+    status = engine.status(job.id, "default")
+    assert status.state == "done" and len(status.history) == 1  # recorded once, not twice
+
+
+def test_a_claim_whose_reply_is_lost_is_made_again(world, monkeypatch):
+    fake_os, engine, make = world
+    sup = make()
+    sup.tick()  # forks the worker
+    (pid,) = sup.pool.workers
+    real = engine.claim_soon
+
+    def lose_once(queue, holder, count, lease, standby, on_reply, on_lost):
+        monkeypatch.setattr(engine, "claim_soon", real)
+        on_lost(EngineUnavailable("Redis at test is unreachable: connection reset"))
+
+    monkeypatch.setattr(engine, "claim_soon", lose_once)
+    job = build_job("noop", {"n": 1})
+    engine.enqueue(job)
+    sup.tick()
+    assert not sup.health.ok() and not sup.claim_out and jobs_sent(fake_os, pid) == []
+    fake_os.advance(10.0)
+    sup.tick()
+    assert [j["id"] for j in jobs_sent(fake_os, pid)] == [job.id]
+
+
+def test_a_claim_answered_after_a_stop_request_goes_back(world, monkeypatch):
+    fake_os, engine, make = world
+    sup = make()
+    sup.tick()  # forks the worker
+    (pid,) = sup.pool.workers
+    held = []
+    real = engine.claim_soon
+
+    def hold_reply(queue, holder, count, lease, standby, on_reply, on_lost):
+        real(queue, holder, count, lease, standby, lambda r: held.append((on_reply, r)), on_lost)
+
+    monkeypatch.setattr(engine, "claim_soon", hold_reply)
+    job = build_job("noop", {"n": 1})
+    engine.enqueue(job)
+    sup.tick()
+    assert sup.claim_out and len(held) == 1 and engine.status(job.id, "default").state == "running"
+    sup.request_stop("SIGTERM")
+    on_reply, result = held[0]
+    on_reply(result)  # the reply arrives while the supervisor drains
+    sup.tick()
+    assert jobs_sent(fake_os, pid) == [] and not sup.claim_out
+    assert engine.status(job.id, "default").state == "queued"
 
 
 def test_timeout_sends_the_soft_signal_then_kills_after_the_grace(world):

@@ -1,6 +1,7 @@
 -- complete: record successful attempts, fenced by attempt and holder.
 -- KEYS[1] running set. ARGV: prefix, now_ms, holder, default_ttl_ms, then groups
--- of 4: id, attempt, result_json, record_json. Returns 1 (recorded) or 0 (stale) per job.
+-- of 4: id, attempt, result_json, record_json. Returns 1 (recorded, now or by an earlier
+-- send of the same attempt) or 0 (stale) per job.
 -- Written for the drain hot path: one HMGET, one HSET and one PEXPIRE per job, with
 -- numbers passed as text (Redis formats each Lua number argument with %.17g).
 local prefix, now_text, holder, ttl_text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -19,6 +20,8 @@ for i = 5, #ARGV, 4 do
     if cur[6] then notify_waiters(prefix, id, jkey) end
     done_ids[#done_ids + 1] = id
     out[#out + 1] = 1
+  elseif cur[1] == 'done' and cur[2] == attempt then
+    out[#out + 1] = 1  -- recorded already: a resend after a reply was lost
   else
     out[#out + 1] = 0
   end
