@@ -68,9 +68,12 @@ class CallsInFlight:
 
     def read(self, wait: bool = False) -> None:
         """Write what is queued, then hand the replies that arrived to their callbacks,
-        oldest first; with ``wait``, all of them."""
-        self._write()
+        oldest first; with ``wait``, all of them. A callback may make calls: they go
+        out before the next reply is awaited."""
         while self.sent:
+            self._write()
+            if not self.sent:  # the write failed: every call was lost
+                return
             try:
                 if not wait and not self.conn.can_read(timeout=0):
                     return

@@ -25,6 +25,18 @@ def test_burst_runs_every_job_and_exits_zero(start_supervisor, queue):
     assert sup.alive_leftovers() == []
 
 
+def test_queues_run_in_the_order_given(start_supervisor, redis_url):
+    high, low = Queue(redis_url, queue="high"), Queue(redis_url, queue="low")
+    low_ids = low.enqueue_many([{"job": {"plugin": "noop", "data": {"q": "low"}}} for _ in range(20)])
+    high_ids = high.enqueue_many([{"job": {"plugin": "noop", "data": {"q": "high"}}} for _ in range(20)])
+    sup = start_supervisor("--workers", "1", "--queues", "high,low", "--burst")
+    assert sup.wait(30) == 0, sup.output()
+    high_ends = [high.status(i).finished_at for i in high_ids]
+    low_starts = [low.status(i).history[0]["started_at"] for i in low_ids]
+    assert max(high_ends) <= min(low_starts)  # one worker: every high job before any low one
+    assert (high.stats()["done"], low.stats()["done"]) == (20, 20)
+
+
 def test_idle_supervisor_picks_up_a_new_job(start_supervisor, queue):
     sup = start_supervisor("--workers", "1")
     wait_until(lambda: len(sup.worker_pids()) == 1, message="worker forked")

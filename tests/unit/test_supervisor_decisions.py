@@ -352,3 +352,21 @@ def test_draining_keeps_jobs_already_in_a_workers_pipe(world):
         assert engine.status(sent["id"], "default").state == "running"
     assert engine.stats("default")["running"] == len(in_pipe)
     assert engine.stats("default")["ready"] == 200 - len(in_pipe)
+
+
+def test_queues_are_claimed_in_priority_order_and_the_next_only_when_one_is_short(world, monkeypatch):
+    fake_os, engine, make = world
+    sup = make(workers=2, queues=["high", "default"])
+    sup.tick()  # forks both workers
+    low = build_job("noop", {"n": "low"}, options={"queue": "default"})
+    high = build_job("noop", {"n": "high"}, options={"queue": "high"})
+    engine.enqueue(low)
+    engine.enqueue(high)
+    asked = []
+    real = engine.claim_soon
+    monkeypatch.setattr(engine, "claim_soon", lambda queue, *a: (asked.append(queue), real(queue, *a)))
+    sup.tick()
+    assert asked == ["high", "default"]  # two free workers, one job in high: default is asked
+    sent = [m for pid in sup.pool.workers for m in jobs_sent(fake_os, pid)]
+    assert sorted(m["id"] for m in sent) == sorted([low.id, high.id])
+    assert not sup.claim_out and not sup.queue_idle
