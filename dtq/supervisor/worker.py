@@ -146,7 +146,7 @@ class Worker:
         limit = msg.get("mem")
         if limit or self._limited:
             self._limit_data(limit)
-        t0, c0 = time.perf_counter(), _cpu()
+        started, t0, c0 = time.time(), time.perf_counter(), _cpu()
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
         try:
@@ -174,7 +174,8 @@ class Worker:
         if hold and len(self._backlog) <= self._report_at:
             hold, self._report_at = False, 0
         if outcome.get("t") == "ok":
-            self._write(encode_done(job_id, attempt, result_json, wall, cpu, rss), hold)
+            self._write(encode_done(job_id, attempt, result_json, started, time.time(), wall, cpu,
+                                    rss), hold)
         else:
             outcome.update(wall=wall, cpu=cpu, rss=rss)
             self._send(outcome, hold=hold)

@@ -64,11 +64,27 @@ def test_sizes_read_like_an_operator_expects():
 
 def test_a_done_frame_carries_the_result_text_untouched():
     result = '{"text":"line one\\nline two","n":[1,2]}'
-    (msg,) = FrameReader().feed(encode_done("j-1", 2, result, 0.25, 0.125, 4096))
-    assert msg == {"t": "ok", "id": "j-1", "a": 2, "wall": 0.25, "cpu": 0.125, "rss": 4096,
-                   "r": result}
-    (odd,) = FrameReader().feed(encode_done('we"ird', 1, "null", 0.0, 0.0, 0))
-    assert odd["id"] == 'we"ird' and odd["r"] == "null"
+    (msg,) = FrameReader().feed(encode_done("j-1", 2, result, 1700000000.25, 1700000000.5, 0.25,
+                                            0.125, 4096))
+    assert msg == {"t": "ok", "id": "j-1", "a": 2, "started": "1700000000.250000",
+                   "finished": "1700000000.500000", "wall": "0.250000", "cpu": "0.125000",
+                   "rss": "4096", "r": result}
+    (odd,) = FrameReader().feed(encode_done('we"ird', 1, "null", 1.0, 2.0, 0.0, 0.0, 0))
+    assert odd["id"] == 'we"ird' and odd["r"] == "null" and odd["wall"] == "0.000000"
+
+
+@pytest.mark.parametrize("meta", [
+    "ok\x1fj-1\x1f2\x1f1.0\x1f2.0\x1f0.5,\"x\":1\x1f0.1\x1f10",  # JSON smuggled into a figure
+    "ok\x1fj-1\x1f2\x1f1.0\x1f2.0\x1f0.5",  # figures missing
+    "ok\x1fj 1\x1f2\x1f1.0\x1f2.0\x1f0.5\x1f0.1\x1f10",  # not an id dtq makes
+    '{"t":"ok","id":"j-1","a":2,"wall":"0.5}","cpu":0.1}',
+    '{"t":"ok","id":"j-1","a":2,"wall":NaN,"cpu":0.1}',
+    '{"t":"ok","id":"j-1","a":2,"wall":0.5,"cpu":0.1,"rss":"lots"}',
+])
+def test_a_done_frame_with_figures_that_are_not_numbers_is_garbage(meta):
+    body = (meta + "\nnull").encode()
+    with pytest.raises(FrameError):
+        FrameReader().feed(HEADER.pack(len(body)) + body)
 
 
 class _Noop(Plugin):
