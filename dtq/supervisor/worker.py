@@ -93,6 +93,9 @@ class Worker:
         self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
         self._report_at = 0  # backlog size at which held outcomes go out mid-batch
+        # CPU time at the end of the last job, the start of the next one in the same batch:
+        # one os.times() per batched job instead of two (it was a fifth of a no-op's cost).
+        self._cpu_at_end: float | None = None
 
     def serve(self) -> NoReturn:
         """Run jobs until the pipe closes or a stop message comes; never returns."""
@@ -112,6 +115,7 @@ class Worker:
     def _next_message(self) -> dict[str, Any] | None:
         """The next frame; several may arrive in one read when jobs are batched."""
         while not self._backlog:
+            self._cpu_at_end = None  # the next job's start is measured after this wait
             chunk = os.read(self.fd_in, 1 << 16)
             if not chunk:
                 return None
@@ -146,7 +150,8 @@ class Worker:
         limit = msg.get("mem")
         if limit or self._limited:
             self._limit_data(limit)
-        started, t0, c0 = time.time(), time.perf_counter(), _cpu()
+        started, t0 = time.time(), time.perf_counter()
+        c0 = _cpu() if self._cpu_at_end is None else self._cpu_at_end
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
         try:
@@ -167,7 +172,8 @@ class Worker:
             if self._limited:
                 self._limit_data(None)
         wall = time.perf_counter() - t0
-        cpu, rss = _cpu() - c0, _rss() if wall > 0.005 else 0
+        self._cpu_at_end = _cpu()
+        cpu, rss = self._cpu_at_end - c0, _rss() if wall > 0.005 else 0
         # Outcomes of a batch go out twice: at its half, so that the supervisor sends the
         # next batch while this one still runs (the worker never waits for it), and at its end.
         hold = len(self._backlog) > 0 and verdict != "exit"

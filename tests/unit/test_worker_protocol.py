@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -118,6 +119,49 @@ def test_a_batch_reports_its_outcomes_at_its_half_and_at_its_end():
         os.write(w, encode_job("single", "q", 1, "noop", "{}", None, None))
         worker._run(worker._next_message())
         assert worker.holds[-1] is False  # a lone job's outcome goes at once
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+class _Burn(Plugin):
+    name = "burn"
+
+    def process(self, data, ctx):
+        end = time.process_time() + data["cpu"]
+        while time.process_time() < end:
+            pass
+        return None
+
+
+class _FrameRecorder(Worker):
+    """A worker whose outcome frames are decoded and kept."""
+
+    def __init__(self, fd_in: int) -> None:
+        super().__init__(fd_in, -1, {"burn": _Burn()})
+        self.outcomes: list[dict] = []
+
+    def _write(self, frame: bytes, hold: bool = False) -> None:
+        self.outcomes += FrameReader().feed(frame)
+
+
+def test_each_job_of_a_batch_is_charged_its_own_cpu():
+    """The next job of a batch starts its CPU count where the last one ended (one clock
+    read per job), so the burn of job 1 shows in job 1 alone; after a wait the clock is
+    read afresh."""
+    r, w = os.pipe()
+    try:
+        worker = _FrameRecorder(r)
+        burns = [0.0, 0.05, 0.0]
+        os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "burn", json.dumps({"cpu": c}), None, None)
+                             for i, c in enumerate(burns)))
+        for _ in burns:
+            worker._run(worker._next_message())
+        time.sleep(0.05)
+        os.write(w, encode_job("after-wait", "q", 1, "burn", json.dumps({"cpu": 0.0}), None, None))
+        worker._run(worker._next_message())
+        cpu = [float(o["cpu"]) for o in worker.outcomes]
+        assert cpu[1] >= 0.05 and cpu[0] < 0.02 and cpu[2] < 0.02 and cpu[3] < 0.02
     finally:
         os.close(r)
         os.close(w)
