@@ -95,15 +95,17 @@ class _Noop(Plugin):
         return data
 
 
-class _HoldRecorder(Worker):
-    """A worker whose writes only record whether the outcome was held back."""
+class _Recorder(Worker):
+    """A worker whose writes only record the outcomes and whether each was held back."""
 
-    def __init__(self, fd_in: int) -> None:
-        super().__init__(fd_in, -1, {"noop": _Noop()})
+    def __init__(self, fd_in: int, plugins: dict[str, Plugin] | None = None) -> None:
+        super().__init__(fd_in, -1, plugins or {"noop": _Noop()})
         self.holds: list[bool] = []
+        self.outcomes: list[dict] = []
 
     def _write(self, frame: bytes, hold: bool = False) -> None:
         self.holds.append(hold)
+        self.outcomes += FrameReader().feed(frame)
 
 
 def test_a_batch_reports_its_outcomes_at_its_half_and_at_its_end():
@@ -112,7 +114,7 @@ def test_a_batch_reports_its_outcomes_at_its_half_and_at_its_end():
     r, w = os.pipe()
     try:
         os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "noop", "{}", None, None) for i in range(8)))
-        worker = _HoldRecorder(r)
+        worker = _Recorder(r)
         for _ in range(8):
             worker._run(worker._next_message())
         assert worker.holds == [True, True, True, False, True, True, True, False]
@@ -134,24 +136,13 @@ class _Burn(Plugin):
         return None
 
 
-class _FrameRecorder(Worker):
-    """A worker whose outcome frames are decoded and kept."""
-
-    def __init__(self, fd_in: int) -> None:
-        super().__init__(fd_in, -1, {"burn": _Burn()})
-        self.outcomes: list[dict] = []
-
-    def _write(self, frame: bytes, hold: bool = False) -> None:
-        self.outcomes += FrameReader().feed(frame)
-
-
 def test_each_job_of_a_batch_is_charged_its_own_cpu():
     """The next job of a batch starts its CPU count where the last one ended (one clock
     read per job), so the burn of job 1 shows in job 1 alone; after a wait the clock is
     read afresh."""
     r, w = os.pipe()
     try:
-        worker = _FrameRecorder(r)
+        worker = _Recorder(r, {"burn": _Burn()})
         burns = [0.0, 0.05, 0.0]
         os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "burn", json.dumps({"cpu": c}), None, None)
                              for i, c in enumerate(burns)))
