@@ -129,6 +129,11 @@ class Listener(Protocol):
         """Events received so far: ('wake', queue), ('inbox', queue) or ('control', json)."""
         ...
 
+    def barrier(self, timeout: float = 1.0) -> list[tuple[str, str]]:
+        """Every event published before this call, waiting up to ``timeout`` for the last
+        (a stopping supervisor gives back jobs claimed for it just before it withdrew)."""
+        ...
+
     def close(self) -> None: ...
 
 

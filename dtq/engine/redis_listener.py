@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import redis
 
 from dtq import keys
+from dtq.engine.redis_subscriber import pong_token, read_until_pong
 
 
 class RedisListener:
@@ -23,6 +24,7 @@ class RedisListener:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(*self._wake, self._control)
         self.broken = False
+        self._pong: bytes | None = None  # the token of the barrier's PING, until answered
 
     def fileno(self) -> int:
         conn = self._pubsub.connection
@@ -44,9 +46,21 @@ class RedisListener:
                 elif channel in self._wake:
                     kind = "inbox" if payload == b"inbox" else "wake"
                     events.append((kind, self._wake[channel]))
+                elif msg.get("type") == "pong" and payload == self._pong:
+                    self._pong = None
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.broken = True
         return events
+
+    def barrier(self, timeout: float = 1.0) -> list[tuple[str, str]]:
+        """Every event published before this call (see read_until_pong)."""
+        self._pong = pong_token()
+        try:
+            self._pubsub.ping(self._pong)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self.broken = True
+            return []
+        return read_until_pong(self.fileno, self.drain, lambda: self._pong is None, timeout)
 
     def close(self) -> None:
         try:

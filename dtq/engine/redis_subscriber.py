@@ -8,8 +8,11 @@ unix-socket connections use `RedisListener` instead.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from dtq import keys
 
@@ -55,6 +58,25 @@ def _parse(buf: bytearray, pos: int = 0) -> tuple[object, int] | None:
     raise ProtocolError(f"unexpected reply type {kind!r}")
 
 
+def read_until_pong(fileno: Callable[[], int], drain: Callable[[], list[tuple[str, str]]],
+                    ponged: Callable[[], bool], timeout: float) -> list[tuple[str, str]]:
+    """The events a listener receives until its PING is answered. Redis answers on the
+    subscription's connection in order, so everything published before the PING has
+    then been read: a barrier, where a fixed wait could only guess."""
+    events: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while not ponged() and (fd := fileno()) >= 0:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        events += drain()
+    return events
+
+
+def pong_token() -> bytes:
+    return b"dtq-barrier-" + os.urandom(6).hex().encode()
+
+
 class RawSubscriber:
     """Subscribes to the queues' wake channels and the supervisor's control channel."""
 
@@ -65,6 +87,7 @@ class RawSubscriber:
         self._control = keys.control_channel(name).encode()
         self._buf = bytearray()
         self.broken = False
+        self._pong: bytes | None = None  # the token of the barrier's PING, until answered
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if password is not None:
@@ -117,7 +140,20 @@ class RawSubscriber:
             self.broken = True
         return events
 
+    def barrier(self, timeout: float = 1.0) -> list[tuple[str, str]]:
+        """Every event published before this call (see read_until_pong)."""
+        self._pong = pong_token()
+        try:
+            self._sock.sendall(_command(b"PING", self._pong))
+        except OSError:
+            self.broken = True
+            return []
+        return read_until_pong(self.fileno, self.drain, lambda: self._pong is None, timeout)
+
     def _event(self, value: object) -> list[tuple[str, str]]:
+        if isinstance(value, list) and value[:1] == [b"pong"] and value[1:] == [self._pong]:
+            self._pong = None
+            return []
         if not isinstance(value, list) or len(value) != 3 or value[0] != b"message":
             return []
         channel, payload = value[1], value[2]

@@ -214,12 +214,12 @@ class Supervisor(WorkerSteps, RedisSteps):
             elif w.alive:
                 self.pool.retire(w)
 
-    def handle_events(self) -> None:
-        """Wake-ups and control messages from Redis Pub/Sub."""
+    def handle_events(self, events: list[tuple[str, str]] | None = None) -> None:
+        """Wake-ups and control messages from Redis Pub/Sub (read now, unless given)."""
         if not self.listener:
             return
         woken = False
-        for kind, payload in self.listener.drain():
+        for kind, payload in self.listener.drain() if events is None else events:
             if kind in ("wake", "inbox"):
                 woken = True
                 self.next_poll = self.os.monotonic()
@@ -325,11 +325,11 @@ class Supervisor(WorkerSteps, RedisSteps):
         if self.state is State.STOPPING and not self.pool.workers:
             self.state = State.STOPPED
 
-    def catch_late_pushes(self, wait: float = 0.05) -> None:
-        """Jobs claimed for us just before we withdrew are in flight: take them to give back."""
-        fd = self.listener.fileno() if self.listener else -1
-        if fd >= 0 and select.select([fd], [], [], wait)[0]:
-            self.handle_events()
+    def catch_late_pushes(self) -> None:
+        """Jobs claimed for us just before we withdrew may still be on their way: read
+        everything published until now, to give them back."""
+        if self.listener is not None and self.listener.fileno() >= 0:
+            self.handle_events(self.listener.barrier())
 
     def shutdown(self) -> None:
         """Give back what is held, leave the registry, close everything."""

@@ -232,4 +232,3 @@ def log_job(level: int, event: str, job: ClaimedJob, wall: float, reason: str = 
             wall, f": {reason}" if reason else "",
             extra={"job_id": job.id, "plugin": job.plugin, "attempt": job.attempt, "event": event,
                    "duration": round(wall, 6), "queue": job.queue, **({"reason": reason} if reason else {})})
-

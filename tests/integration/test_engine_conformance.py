@@ -23,6 +23,7 @@ from waiting import wait_until
 from dtq import keys
 from dtq.engine.base import ClaimedJob, Defaults, Engine, Outcome, SupervisorInfo
 from dtq.engine.redis_engine import RedisEngine
+from dtq.engine.redis_listener import RedisListener
 from dtq.errors import EngineUnavailable
 from dtq.job import MAX_ENVELOPE_BYTES, MAX_NESTING, Job, build_job
 
@@ -935,6 +936,25 @@ def test_cancel_of_a_running_job_tells_its_holder(real_engine: RedisEngine, list
     assert real_engine.cancel("r", Q) == "requested"
     wanted = ("control", json.dumps({"cancel": "r", "queue": Q}))
     assert wanted in _events_after_select(listener, wanted)
+
+
+@pytest.mark.parametrize("kind", ["raw socket", "redis-py pubsub"])
+def test_a_barrier_returns_everything_published_before_it(real_engine: RedisEngine, kind: str) -> None:
+    lst = (real_engine.listen([Q], "sup-b") if kind == "raw socket"
+           else RedisListener(real_engine.client, [Q], "sup-b"))
+    try:
+        assert type(lst).__name__ == ("RawSubscriber" if kind == "raw socket" else "RedisListener")
+        wait_until(lambda: _subscribed(real_engine, keys.control_channel("sup-b")), timeout=5,
+                   message="the subscription")
+        lst.drain()
+        for i in range(50):  # each PUBLISH has run when its reply comes back
+            real_engine.client.publish(keys.control_channel("sup-b"), f"m{i}")
+        events = lst.barrier(timeout=5.0)
+        assert events == [("control", f"m{i}") for i in range(50)]
+        assert lst.barrier(timeout=5.0) == []  # its own PONG was consumed, not left as an event
+        assert select.select([lst.fileno()], [], [], 0.05)[0] == [] and lst.drain() == []
+    finally:
+        lst.close()
 
 
 def test_listener_close_unsubscribes(real_engine: RedisEngine) -> None:
