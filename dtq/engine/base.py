@@ -161,10 +161,10 @@ class Engine(abc.ABC):
         as a control message (see `pushed_jobs`); an engine may ignore it.
         """
 
-    def pushed_jobs(self, message: str) -> list[ClaimedJob]:
-        """Jobs claimed for this supervisor by the engine (a control message's text); [] if
-        the message is not such a claim."""
-        return []
+    def pushed_jobs(self, message: str) -> list[ClaimedJob] | None:
+        """Jobs claimed for this supervisor by the engine (a control message's text); None
+        if the message is not such a claim, [] if it is one that cannot be read."""
+        return None
 
     def withdraw(self, queues: Sequence[str], holder: str) -> None:  # noqa: B027 - optional
         """Cancel a standby registration: no more jobs are claimed for this holder."""

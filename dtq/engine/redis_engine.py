@@ -411,11 +411,11 @@ class RedisEngine(RedisRegistry, Engine):
     def read_replies(self, wait: bool = False) -> None:
         self._in_flight.read(wait)
 
-    def pushed_jobs(self, message: str) -> list[ClaimedJob]:
+    def pushed_jobs(self, message: str) -> list[ClaimedJob] | None:
         """The jobs an enqueue claimed for this supervisor while it stood by (see claim and
         lib.lua push_to_standby): "push", queue, then metadata and data per job, by \\x1e."""
         if not message.startswith(PUSH_PREFIX):
-            return []
+            return None
         queue, *flat = message[len(PUSH_PREFIX):].split("\x1e")
         if not flat or len(flat) % 2:
             return []

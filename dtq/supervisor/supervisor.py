@@ -230,8 +230,8 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.fill_slots()  # straight away: the other steps can wait for the next tick
 
     def handle_control(self, payload: str) -> None:
-        if payload.startswith("push"):  # the idle-latency path: no JSON to decode
-            jobs = self.engine.pushed_jobs(payload)
+        jobs = self.engine.pushed_jobs(payload)  # the idle-latency path: no JSON to decode
+        if jobs is not None:
             if not jobs:
                 log.warning("ignoring unreadable push message %r", payload[:200])
             self.accept_pushed(jobs)

@@ -48,7 +48,7 @@ def test_an_enqueue_claims_for_a_supervisor_on_standby(engine):
 
 def test_pushed_data_keeps_every_character(engine):
     """The push is \\x1e-separated text: data holding those characters (escaped in JSON)
-    and non-ASCII text arrive intact; a message that is not a push gives no jobs."""
+    and non-ASCII text arrive intact; a message that is not a push is not taken for one."""
     listener = engine.listen(["default"], "box-c")
     engine.claim("default", "box-c", 1, lease=30, standby=5)
     data = {"s": "a\x1eb\x1fc", "u": "\u00e9\u4e2d", "n": [1, {"x": None}]}
@@ -56,7 +56,7 @@ def test_pushed_data_keeps_every_character(engine):
     (message,) = pushed(listener)
     (job,) = engine.pushed_jobs(message)
     assert json.loads(job.data_json) == data
-    assert engine.pushed_jobs('{"workers": 2}') == []
+    assert engine.pushed_jobs('{"workers": 2}') is None  # not a claim: a command
     assert engine.pushed_jobs("push\x1edefault\x1eonly-one-field") == []
     assert engine.pushed_jobs("push\x1edefault\x1enot-a-claim\x1e{}") == []
     listener.close()
