@@ -145,6 +145,7 @@ class RedisEngine(RedisRegistry, Engine):
             raise
 
     def unavailable(self, exc: Exception) -> EngineUnavailable:
+        """The error for a connection failure, naming the server (one wording everywhere)."""
         return EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}")
 
     def _where(self) -> str:

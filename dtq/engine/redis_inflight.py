@@ -1,9 +1,10 @@
 """Script calls whose replies are read later: the supervisor's finish and claim.
 
 A drain used to be a relay: the supervisor sent a batch of outcomes, waited while
-Redis ran the scripts, then did its own work while Redis idled. Calls sent here
-go out on a connection of their own and return at once; the supervisor selects
-on `fileno()` and `read()` hands each reply to its callback in the order sent.
+Redis ran the scripts, then did its own work while Redis idled. Calls made here
+return at once and go out together, on a connection of their own, at the next
+`read()`; the supervisor selects on `fileno()`, and `read()` hands each reply to
+its callback in the order sent.
 """
 
 from __future__ import annotations
@@ -42,9 +43,6 @@ class CallsInFlight:
         self.conn: Any = None
         self.sent: deque[_Sent] = deque()  # oldest first; the last `unwritten` are not out yet
         self.unwritten: list[bytes] = []
-
-    def __len__(self) -> int:
-        return len(self.sent)
 
     def send(self, calls: list[Call], on_reply: Callable[[list[Any]], None],
              on_lost: Callable[[EngineUnavailable], None]) -> None:

@@ -74,6 +74,7 @@ def read_until_pong(fileno: Callable[[], int], drain: Callable[[], list[tuple[st
 
 
 def pong_token() -> bytes:
+    """A PING message no other barrier (or a stray PONG) can be taken for."""
     return b"dtq-barrier-" + os.urandom(6).hex().encode()
 
 
