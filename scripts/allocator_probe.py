@@ -1,0 +1,97 @@
+"""Count, with callgrind, what one iteration of the benchmark's spin loop costs in a
+dtq worker, in a multiprocessing Pool child and in a bare forked child.
+
+Instruction counts do not depend on the machine's noise, so this tells a slower
+code path from a slower machine (docs/benchmarks.md, "CPU-bound"). Each variant
+runs 4 spins of N1 and of N2 iterations under valgrind; the difference of the
+child's totals, divided by 4 x (N2 - N1), is the cost of one iteration. Needs
+valgrind; takes about two minutes.
+
+    python3 scripts/allocator_probe.py [--n1 100000] [--n2 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+_PRELUDE = f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nn = int(sys.argv[1])\n"
+VARIANTS = {
+    # a dtq Worker fed 4 spin frames through a pipe: the worker's own path, no supervisor
+    "dtq worker": _PRELUDE + """
+from dtq.plugin_loader import load_plugins
+from dtq.supervisor.messages import encode_job
+from dtq.supervisor.worker import Worker
+plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
+r, w = os.pipe(); r2, w2 = os.pipe()
+os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None)
+                     for i in range(4)))
+os.close(w)
+pid = os.fork()
+if pid == 0:
+    Worker(r, w2, plugins).serve()
+os.waitpid(pid, 0)
+""",
+    "Pool(1) child": _PRELUDE + """
+import multiprocessing
+from scripts.bench.spin import spin
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    pool.map(spin, [n] * 4, chunksize=1)
+    pool.close(); pool.join()
+""",
+    "forked child calling the plugin": _PRELUDE + """
+from dtq.plugin_loader import load_plugins
+plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
+pid = os.fork()
+if pid == 0:
+    for _ in range(4):
+        plugins["spin"].process({"iterations": n}, None)
+    os._exit(0)
+os.waitpid(pid, 0)
+""",
+}
+
+
+def child_totals(script: str, n: int, out_dir: str) -> list[int]:
+    """Ir, Bc, Bcm of the last process the script forked (the one that spun)."""
+    subprocess.run(["valgrind", "--tool=callgrind", "--branch-sim=yes", "--trace-children=yes",
+                    f"--callgrind-out-file={out_dir}/cg.%p", "-q", str(PYTHON), "-c", script, str(n)],
+                   check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    newest = max(glob.glob(f"{out_dir}/cg.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+    with open(newest) as f:
+        events = summary = None
+        for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("summary:"):
+                summary = [int(x) for x in line.split()[1:]]
+    assert events and summary, f"no totals in {newest}"
+    by_name = dict(zip(events, summary, strict=True))
+    return [by_name["Ir"], by_name["Bc"], by_name["Bcm"]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n1", type=int, default=100_000)
+    parser.add_argument("--n2", type=int, default=300_000)
+    args = parser.parse_args()
+    iterations = 4 * (args.n2 - args.n1)
+    print(f"per iteration of the spin loop ({sys.version.split()[0]}):")
+    for name, script in VARIANTS.items():
+        with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+            low, high = child_totals(script, args.n1, d1), child_totals(script, args.n2, d2)
+        ir, bc, bcm = ((h - lo) / iterations for lo, h in zip(low, high, strict=True))
+        print(f"  {name:32s} {ir:7.1f} instructions  {bc:6.1f} branches  {bcm:5.3f} simulated misses")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
