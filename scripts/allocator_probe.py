@@ -8,6 +8,7 @@ child's totals, divided by 4 x (N2 - N1), is the cost of one iteration. Needs
 valgrind; takes about two minutes.
 
     python3 scripts/allocator_probe.py [--n1 100000] [--n2 300000]
+    python3 scripts/allocator_probe.py --native 6   # the same three, timed natively
 """
 
 from __future__ import annotations
@@ -78,11 +79,74 @@ def child_totals(script: str, n: int, out_dir: str) -> list[int]:
     return [by_name["Ir"], by_name["Bc"], by_name["Bcm"]]
 
 
+NATIVE = _PRELUDE + """
+import json, multiprocessing, random, statistics, time
+from dtq.supervisor.messages import FrameReader, encode_job
+from dtq.supervisor.worker import Worker
+from scripts.bench.spin import SPIN_ITERATIONS, spin
+
+def timed_spin(_=None):
+    start = time.process_time()
+    spin(SPIN_ITERATIONS)
+    return time.process_time() - start
+
+class Timed:  # a plugin whose result is the loop's CPU time
+    name = "spin"
+    def process(self, data, ctx):
+        return timed_spin()
+
+def in_worker():
+    r, w = os.pipe(); r2, w2 = os.pipe()
+    os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "spin", "{}", None, None) for i in range(4)))
+    os.close(w)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r2)
+        Worker(r, w2, {"spin": Timed()}).serve()
+    os.close(w2); os.close(r)
+    data = b""
+    while chunk := os.read(r2, 65536):
+        data += chunk
+    os.waitpid(pid, 0); os.close(r2)
+    return [float(m["r"]) for m in FrameReader().feed(data)]
+
+def in_pool():
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.map(timed_spin, range(4), chunksize=1)
+
+def in_child():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, json.dumps([timed_spin() for _ in range(4)]).encode())
+        os._exit(0)
+    os.close(w); data = os.read(r, 65536); os.waitpid(pid, 0); os.close(r)
+    return json.loads(data)
+
+variants = {"dtq worker": in_worker, "Pool(1) child": in_pool, "forked child calling the loop": in_child}
+times = {name: [] for name in variants}
+for _ in range(n):
+    for name in random.sample(list(variants), len(variants)):
+        times[name] += variants[name]()
+pool = statistics.median(times["Pool(1) child"])
+for name, values in times.items():
+    median = statistics.median(values)
+    print(f"  {name:32s} loop CPU median {median:.4f} s  ({median / pool:.3f} of the Pool child's)")
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n1", type=int, default=100_000)
     parser.add_argument("--n2", type=int, default=300_000)
+    parser.add_argument("--native", type=int, metavar="ROUNDS",
+                        help="instead: time the loop natively, ROUNDS shuffled rounds of 4 spins")
     args = parser.parse_args()
+    if args.native:
+        print(f"the spin loop's CPU time, one process at a time, {args.native} rounds:", flush=True)
+        subprocess.run([str(PYTHON), "-c", NATIVE, str(args.native)], check=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        return 0
     iterations = 4 * (args.n2 - args.n1)
     print(f"per iteration of the spin loop ({sys.version.split()[0]}):")
     for name, script in VARIANTS.items():
