@@ -186,19 +186,7 @@ class RedisEngine(RedisRegistry, Engine):
         for name, key, args in calls:
             pipe.evalsha(self._shas[name], 1, key, *args)
         replies = pipe.execute(raise_on_error=False)[skip:]
-        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
-        if missing:
-            self._load_scripts()
-            pipe = self.client.pipeline(transaction=False)
-            for i in missing:
-                name, key, args = calls[i]
-                pipe.evalsha(self._shas[name], 1, key, *args)
-            for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return self.rerun_unknown_scripts(calls, replies)
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -252,10 +240,14 @@ class RedisEngine(RedisRegistry, Engine):
         """``replies`` with the calls Redis refused with NOSCRIPT (it restarted since we
         loaded the scripts: they did nothing) run again; raises the first other error."""
         missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
-        if missing:
+        if missing:  # once: a second NOSCRIPT is raised like any other error
             with self._errors():
                 self._load_scripts()
-                for i, reply in zip(missing, self._run_many([calls[i] for i in missing]), strict=True):
+                pipe = self.client.pipeline(transaction=False)
+                for i in missing:
+                    name, key, args = calls[i]
+                    pipe.evalsha(self._shas[name], 1, key, *args)
+                for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
