@@ -20,7 +20,8 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
 3. bulk: N jobs enqueued with no worker, timed around the enqueue call(s):
    dtq enqueue_many, rq enqueue_many (one pipeline), Celery apply_async on one
    producer, Dramatiq send and Huey task() in a loop (they have no bulk API).
-4. cpu (dtq only): 40 jobs of ~0.25 s of pure-Python CPU each on 2 workers; each dtq
+4. cpu (dtq only): 40 jobs of ~0.25 s of pure-Python CPU each on 2 workers (the loop's
+   iteration count is calibrated on the machine at the start of each run); each dtq
    timing is divided by the mean of the Pool(2) timings taken just before and after it.
    Pool: a fork multiprocessing.Pool(2).map of the same function, pool start
    included. Cold: enqueue 40, start ``supervise --burst``, time to its exit.
@@ -75,7 +76,8 @@ COLUMNS = {
     "drain": ([("jobs_per_s", "jobs/s", "{:,.0f}"), ("jobs", "N", "{:,}")], False),
     "latency": ([("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}")], True),
     "bulk": ([("jobs_per_s", "jobs/s", "{:,.0f}"), ("api", "API", "{}")], False),
-    "cpu": ([("pool_s", "Pool(2) s", "{:.2f}"), ("burst_s", "cold s", "{:.2f}"),
+    "cpu": ([("spin_iterations", "spin iters", "{:,.0f}"), ("pool_s", "Pool(2) s", "{:.2f}"),
+             ("burst_s", "cold s", "{:.2f}"),
              ("warm_s", "warm s", "{:.2f}"), ("burst_vs_pool", "cold/Pool", "{:.2f}x"),
              ("warm_vs_pool", "warm/Pool", "{:.2f}x")], True),
     "overhead": ([("idle_cpu_pct", "idle CPU %", "{:.2f}"),
@@ -273,12 +275,16 @@ def format_table(measure: str, results: dict, args: argparse.Namespace) -> str:
 
 
 def _pooled_warm_ratios(result: dict) -> str:
-    """Every warm/Pool ratio of every run: a finer figure than the median of run medians."""
-    ratios = sorted(r for run in result.get("runs", []) for r in run.get("warm_ratios", []))
-    if not ratios:
-        return ""
-    return (f"  warm/Pool over all {len(ratios)} alternations: median "
-            f"{statistics.median(ratios):.3f}x (range {ratios[0]:.3f}-{ratios[-1]:.3f})\n")
+    """Every warm/Pool ratio of every run: a finer figure than the median of run medians,
+    and beside it the same ratio for Pool timings against their own neighbours (an A/A
+    control: how far this machine's noise alone moves such a median)."""
+    lines = ""
+    for key, label in (("warm_ratios", "warm/Pool"), ("control_ratios", "A/A control, Pool/Pool")):
+        ratios = sorted(r for run in result.get("runs", []) for r in run.get(key, []))
+        if ratios:
+            lines += (f"  {label} over all {len(ratios)} alternations: median "
+                      f"{statistics.median(ratios):.3f}x (range {ratios[0]:.3f}-{ratios[-1]:.3f})\n")
+    return lines
 
 
 def run_all(args: argparse.Namespace, redis_url: str) -> dict:

@@ -26,10 +26,11 @@ from scripts.bench.common import (
     wait_for_count,
 )
 from scripts.bench.procs import Group
-from scripts.bench.spin import SPIN_ITERATIONS, spin
+from scripts.bench.spin import calibrate, spin
 
 WARMUP_JOBS = 10
 SPIN_JOBS = 40
+SPIN_SECONDS = 0.25  # one job's CPU, as the issue sets it; calibrated on the machine at hand
 PLUGINS = ("scripts.bench.dtq_plugins:Noop", "scripts.bench.dtq_plugins:Spin")
 
 
@@ -144,11 +145,11 @@ def bulk(jobs: int) -> dict:
     return {"jobs_per_s": jobs / elapsed, "jobs": jobs, "api": "Queue.enqueue_many"}
 
 
-def _spin_jobs() -> list[dict]:
-    return [{"job": {"plugin": "spin", "data": {}}} for _ in range(SPIN_JOBS)]
+def _spin_jobs(iterations: int) -> list[dict]:
+    return [{"job": {"plugin": "spin", "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
 
 
-def _pool_seconds() -> float:
+def _pool_seconds(iterations: int) -> float:
     """The same 40 spins on a bare fork Pool(2), pool start-up and shutdown included.
 
     close() and join(), not the with-block's terminate(): terminate() once hung here
@@ -157,7 +158,7 @@ def _pool_seconds() -> float:
     start = time.perf_counter()
     pool = multiprocessing.get_context("fork").Pool(2)
     try:
-        pool.map(spin, [SPIN_ITERATIONS] * SPIN_JOBS, chunksize=1)
+        pool.map(spin, [iterations] * SPIN_JOBS, chunksize=1)
         pool.close()
         pool.join()
     finally:
@@ -165,10 +166,10 @@ def _pool_seconds() -> float:
     return time.perf_counter() - start
 
 
-def _burst_seconds(q) -> float:
+def _burst_seconds(q, iterations: int) -> float:
     """From starting a --burst supervisor on 40 queued spins to its exit."""
     _flush()
-    q.enqueue_many(_spin_jobs())
+    q.enqueue_many(_spin_jobs(iterations))
     start = time.perf_counter()
     sup = _supervisor("cpu-burst", burst=True)
     try:
@@ -185,10 +186,10 @@ def _burst_seconds(q) -> float:
 WARM_ROUNDS = 4  # warm timings per run, each between two Pool timings
 
 
-def _warm_batch_seconds(q) -> float:
+def _warm_batch_seconds(q, iterations: int) -> float:
     """From enqueueing 40 spins on an idle, running supervisor to the last result."""
     start = time.perf_counter()
-    for job_id in q.enqueue_many(_spin_jobs()):
+    for job_id in q.enqueue_many(_spin_jobs(iterations)):
         q.result(job_id, timeout=120.0)
     return time.perf_counter() - start
 
@@ -202,25 +203,31 @@ def cpu(jobs: int) -> dict:
     supervisor is timed WARM_ROUNDS times, alternating with the Pool, and the run
     reports the median of those ratios (single ratios spread by +-10 % here).
     """
+    iterations = calibrate(SPIN_SECONDS)
     q = _queue()
     _flush()
     sup = _supervisor("cpu-warm", burst=False)
     try:
         _warm_up(q, sup)
-        pools = [_pool_seconds()]
+        pools = [_pool_seconds(iterations)]
         warms = []
         for _ in range(WARM_ROUNDS):
-            warms.append(_warm_batch_seconds(q))
-            pools.append(_pool_seconds())
+            warms.append(_warm_batch_seconds(q, iterations))
+            pools.append(_pool_seconds(iterations))
     finally:
         sup.stop()
-    burst_s = _burst_seconds(q)
-    pool_after = _pool_seconds()
+    burst_s = _burst_seconds(q, iterations)
+    pool_after = _pool_seconds(iterations)
     _flush()
     warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
-    return {"pool_s": statistics.median(pools), "burst_s": burst_s,
+    # A/A control: each inner Pool timing against the Pool timings before and after it
+    # (a warm timing lies between, so they are twice as far apart as a warm timing's
+    # neighbours). It should be ~1.0; how far it strays shows the noise any warm/Pool
+    # figure of this run sits on.
+    control_ratios = [pools[i] / ((pools[i - 1] + pools[i + 1]) / 2) for i in range(1, len(pools) - 1)]
+    return {"spin_iterations": iterations, "pool_s": statistics.median(pools), "burst_s": burst_s,
             "warm_s": statistics.median(warms), "pool_runs_s": pools + [pool_after],
-            "warm_runs_s": warms, "warm_ratios": warm_ratios,
+            "warm_runs_s": warms, "warm_ratios": warm_ratios, "control_ratios": control_ratios,
             "burst_vs_pool": burst_s / ((pools[-1] + pool_after) / 2),
             "warm_vs_pool": statistics.median(warm_ratios)}
 
