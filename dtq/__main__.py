@@ -1,5 +1,5 @@
 """`python -m dtq` runs the dtq command."""
 
-from dtq.cli.main import main
+from dtq.cli.main import run
 
-raise SystemExit(main())
+run()
