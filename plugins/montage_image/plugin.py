@@ -68,8 +68,8 @@ class MontageImage(Plugin):
         self.limits = limits_from_options(self.config.options)
 
     def setup(self) -> None:
-        """Load Pillow's format plugins and the label font once, before workers fork."""
-        Image.init()
+        """Load the label font once, before workers fork (the format plugins are
+        imported with ``tiles``)."""
         label_font(12)
 
     def process(self, data: Any, ctx: JobContext) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,38 @@ def test_a_png_named_jpg_takes_the_png_path(tmp_path: Path) -> None:
 def test_missing_file_is_a_tile_error(tmp_path: Path) -> None:
     with pytest.raises(TileError, match="cannot open"):
         load_tile(tmp_path / "gone.jpg", TileOptions((20, 20), (255, 255, 255)))
+
+
+FORMATS_PROBE = """
+import sys
+from PIL import Image
+from dtq_plugins.montage_image.plugin import MontageImage
+from dtq_plugins.montage_image.tiles import FORMATS
+MontageImage().setup()
+missing = [f for f in FORMATS if f not in Image.OPEN] + [f for f in ("JPEG", "PNG", "WEBP")
+                                                         if f not in Image.SAVE]
+print(missing, Image._initialized, "PIL.PdfImagePlugin" in sys.modules)
+"""
+
+
+def test_setup_registers_every_format_we_decode_without_loading_all_of_pillow() -> None:
+    """A format left out would make Pillow import every plugin at the first open in
+    each worker; a full init before forking costs every supervisor start ~25 ms."""
+    out = subprocess.run([sys.executable, "-c", FORMATS_PROBE], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "0", "False"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "ICO", "PPM", "TGA"])
+def test_every_format_we_decode_opens_after_a_fresh_import(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(path, format=fmt)
+    code = ("from pathlib import Path\n"
+            "from dtq_plugins.montage_image.tiles import TileOptions, load_tile\n"
+            "from PIL import Image\n"
+            f"tile = load_tile(Path({str(path)!r}), TileOptions(size=(4, 4), background=(0, 0, 0)))\n"
+            "print(tile.size, Image._initialized)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] != "2"  # opened without Pillow's import-everything init()
