@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(measure, per_tool, args))
         print(_pooled_warm_ratios(per_tool.get("dtq", {})) if measure == "cpu" else "")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     return 0
 
