@@ -1,4 +1,4 @@
-"""dtq plugins for the benchmark: a no-op that stamps its start, and a CPU spinner."""
+"""dtq plugins for the benchmark: a no-op that stamps its start, and CPU spinners."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from dtq.plugin import JobContext, Plugin
-from scripts.bench.spin import SPIN_ITERATIONS, spin
+from scripts.bench.spin import SPIN_ITERATIONS, spin, timed_spin
 
 
 class Noop(Plugin):
@@ -26,3 +26,12 @@ class Spin(Plugin):
     def process(self, data: Any, ctx: JobContext) -> Any:
         iterations = int((data or {}).get("iterations", SPIN_ITERATIONS))
         return {"result": spin(iterations)}
+
+
+class TimedSpin(Plugin):
+    """Spin, returning what the loop itself cost (for scripts/cpu_ab.py)."""
+
+    name = "timed_spin"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        return timed_spin(int((data or {}).get("iterations", SPIN_ITERATIONS)))
