@@ -11,6 +11,7 @@ outside the loops (handing out jobs, start, stop). Ratios are taken pair by pair
     pool-sleep  Pool(2) whose children sleep 1.5 ms before each job, against Pool(2)
 
     .venv/bin/python scripts/cpu_ab.py [--mode dtq] [--rounds 16] [--seconds 0.25]
+                                       [--dtq-args="--memory-sample 10"]
 
 Runs its own redis-server on a free port; takes ~10 s per round at 0.25 s jobs.
 """
@@ -73,12 +74,13 @@ def main() -> int:
     parser.add_argument("--mode", choices=["dtq", "aa", "pool-sleep"], default="dtq")
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=0.25, help="one job's loop, calibrated")
+    parser.add_argument("--dtq-args", default="", help="more options for `dtq supervise`")
     args = parser.parse_args()
 
     iterations = calibrate(args.seconds)
     redis = PrivateRedis()
     os.environ["BENCH_REDIS_URL"] = redis.url
-    os.environ["BENCH_DTQ_ARGS"] = "--plugin scripts.bench.dtq_plugins:TimedSpin"
+    os.environ["BENCH_DTQ_ARGS"] = "--plugin scripts.bench.dtq_plugins:TimedSpin " + args.dtq_args
     from scripts.bench import dtq_side
 
     q, sup = dtq_side._queue(), None
