@@ -11,7 +11,7 @@ import resource
 import statistics
 import time
 
-# Calibrated once on the 2-core AMD EPYC bench box (Python 3.11): ~0.25 s.
+# The count calibrate() times and scales; ~0.25 s on the first bench box, 0.1-0.17 s on later VMs.
 SPIN_ITERATIONS = 1_900_000
 
 
