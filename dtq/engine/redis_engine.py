@@ -183,8 +183,7 @@ class RedisEngine(RedisRegistry, Engine):
         if extra is not None:
             extra(pipe)
         skip = len(pipe)
-        for name, key, args in calls:
-            pipe.evalsha(self._shas[name], 1, key, *args)
+        self._queue_calls(pipe, calls)
         replies = pipe.execute(raise_on_error=False)[skip:]
         return self.rerun_unknown_scripts(calls, replies)
 
@@ -244,15 +243,18 @@ class RedisEngine(RedisRegistry, Engine):
             with self._errors():
                 self._load_scripts()
                 pipe = self.client.pipeline(transaction=False)
-                for i in missing:
-                    name, key, args = calls[i]
-                    pipe.evalsha(self._shas[name], 1, key, *args)
+                self._queue_calls(pipe, [calls[i] for i in missing])
                 for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    def _queue_calls(self, pipe: Any, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> None:
+        """Script calls by SHA, added to a pipeline."""
+        for name, key, args in calls:
+            pipe.evalsha(self._shas[name], 1, key, *args)
 
     def pack_calls(self, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> bytes:
         """Script calls by SHA as the bytes of one write."""
