@@ -19,7 +19,6 @@ Runs its own redis-server on a free port; takes ~10 s per round at 0.25 s jobs.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
@@ -32,33 +31,10 @@ sys.path.insert(0, str(ROOT))
 from scripts.bench.spin import calibrate, timed_spin  # noqa: E402
 from scripts.bench_supervisor import PrivateRedis  # noqa: E402
 
-JOBS = 40
-
 
 def sleepy_timed_spin(iterations: int) -> dict[str, float]:
     time.sleep(0.0015)
     return timed_spin(iterations)
-
-
-def pool_batch(iterations: int, sleepy: bool = False) -> tuple[float, list[dict]]:
-    start = time.perf_counter()
-    pool = multiprocessing.get_context("fork").Pool(2)
-    try:
-        loops = pool.map(sleepy_timed_spin if sleepy else timed_spin, [iterations] * JOBS,
-                         chunksize=1)
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-    return time.perf_counter() - start, loops
-
-
-def dtq_batch(q, iterations: int) -> tuple[float, list[dict]]:
-    start = time.perf_counter()
-    ids = q.enqueue_many([{"job": {"plugin": "timed_spin", "data": {"iterations": iterations}}}
-                          for _ in range(JOBS)])
-    loops = [q.result(job_id, timeout=120.0) for job_id in ids]
-    return time.perf_counter() - start, loops
 
 
 def summary(batches: list[tuple[float, list[dict]]]) -> dict[str, float]:
@@ -93,11 +69,12 @@ def main() -> int:
         for rnd in range(args.rounds):
             for side in (("A", "Pool") if rnd % 2 == 0 else ("Pool", "A")):
                 if side == "Pool":
-                    batches[side].append(pool_batch(iterations))
+                    batches[side].append(dtq_side.pool_batch(timed_spin, iterations))
                 elif args.mode == "dtq":
-                    batches[side].append(dtq_batch(q, iterations))
+                    batches[side].append(dtq_side.warm_batch(q, iterations, "timed_spin"))
                 else:
-                    batches[side].append(pool_batch(iterations, sleepy=args.mode == "pool-sleep"))
+                    func = sleepy_timed_spin if args.mode == "pool-sleep" else timed_spin
+                    batches[side].append(dtq_side.pool_batch(func, iterations))
             a, p = batches["A"][-1], batches["Pool"][-1]
             print(f"round {rnd + 1:2}: {a_name} {a[0]:.3f} s, Pool(2) {p[0]:.3f} s, ratio "
                   f"{a[0] / p[0]:.3f}", file=sys.stderr, flush=True)
@@ -110,7 +87,8 @@ def main() -> int:
                     for a, p in zip(batches["A"], batches["Pool"], strict=True)]
               for key in ("wall", "user")}
     ratios["total"] = [a[0] / p[0] for a, p in zip(batches["A"], batches["Pool"], strict=True)]
-    print(f"{args.rounds} rounds of {JOBS} spins of {iterations:,} iterations; {a_name} against Pool(2)")
+    print(f"{args.rounds} rounds of {dtq_side.SPIN_JOBS} spins of {iterations:,} iterations; "
+          f"{a_name} against Pool(2)")
     for name, batch in ((a_name, batches["A"]), ("Pool(2)", batches["Pool"])):
         s = summary(batch)
         print(f"  {name:24} total {s['total']:.3f} s  loops: wall {s['wall']:.3f} s, user "

@@ -13,6 +13,8 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 import redis
@@ -145,12 +147,13 @@ def bulk(jobs: int) -> dict:
     return {"jobs_per_s": jobs / elapsed, "jobs": jobs, "api": "Queue.enqueue_many"}
 
 
-def _spin_jobs(iterations: int) -> list[dict]:
-    return [{"job": {"plugin": "spin", "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
+def _spin_jobs(iterations: int, plugin: str = "spin") -> list[dict]:
+    return [{"job": {"plugin": plugin, "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
 
 
-def _pool_seconds(iterations: int) -> float:
-    """The same 40 spins on a bare fork Pool(2), pool start-up and shutdown included.
+def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
+    """40 calls of ``func(iterations)`` on a bare fork Pool(2): seconds, pool start-up and
+    shutdown included, and the results.
 
     close() and join(), not the with-block's terminate(): terminate() once hung here
     for ten minutes, a worker stuck on the task queue's lock that another worker held
@@ -158,12 +161,17 @@ def _pool_seconds(iterations: int) -> float:
     start = time.perf_counter()
     pool = multiprocessing.get_context("fork").Pool(2)
     try:
-        pool.map(spin, [iterations] * SPIN_JOBS, chunksize=1)
+        results = pool.map(func, [iterations] * SPIN_JOBS, chunksize=1)
         pool.close()
         pool.join()
     finally:
         pool.terminate()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, results
+
+
+def _pool_seconds(iterations: int) -> float:
+    """The same 40 spins on a bare Pool(2)."""
+    return pool_batch(spin, iterations)[0]
 
 
 def _burst_seconds(q, iterations: int) -> float:
@@ -186,12 +194,17 @@ def _burst_seconds(q, iterations: int) -> float:
 WARM_ROUNDS = 4  # warm timings per run, each between two Pool timings
 
 
-def _warm_batch_seconds(q, iterations: int) -> float:
-    """From enqueueing 40 spins on an idle, running supervisor to the last result."""
+def warm_batch(q, iterations: int, plugin: str = "spin") -> tuple[float, list[Any]]:
+    """From enqueueing 40 spins on an idle, running supervisor to the last result:
+    seconds, and the results."""
     start = time.perf_counter()
-    for job_id in q.enqueue_many(_spin_jobs(iterations)):
-        q.result(job_id, timeout=120.0)
-    return time.perf_counter() - start
+    ids = q.enqueue_many(_spin_jobs(iterations, plugin))
+    results = [q.result(job_id, timeout=120.0) for job_id in ids]
+    return time.perf_counter() - start, results
+
+
+def _warm_batch_seconds(q, iterations: int) -> float:
+    return warm_batch(q, iterations)[0]
 
 
 def cpu(jobs: int) -> dict:
