@@ -11,7 +11,12 @@ outside the loops (handing out jobs, start, stop). Ratios are taken pair by pair
     pool-sleep  Pool(2) whose children sleep 1.5 ms before each job, against Pool(2)
 
     .venv/bin/python scripts/cpu_ab.py [--mode dtq] [--rounds 16] [--seconds 0.25]
-                                       [--dtq-args="--memory-sample 10"]
+                                       [--dtq-args="--memory-sample 10"] [--supervisors 2]
+
+--supervisors K runs K supervisors side by side, each on its own queue, round r using
+supervisor r mod K, and prints the ratios per supervisor and per worker: a slowdown
+that stays with the processes shows as one supervisor slower than the other through
+the whole run, one that comes and goes with the machine hits both alike.
 
 Runs its own redis-server on a free port; takes ~10 s per round at 0.25 s jobs.
 """
@@ -51,6 +56,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=0.25, help="one job's loop, calibrated")
     parser.add_argument("--dtq-args", default="", help="more options for `dtq supervise`")
+    parser.add_argument("--supervisors", type=int, default=1, metavar="K",
+                        help="dtq mode: K supervisors, taking rounds in turn")
     args = parser.parse_args()
 
     iterations = calibrate(args.seconds)
@@ -59,19 +66,21 @@ def main() -> int:
     os.environ["BENCH_DTQ_ARGS"] = "--plugin scripts.bench.dtq_plugins:TimedSpin " + args.dtq_args
     from scripts.bench import dtq_side
 
-    q, sup = dtq_side._queue(), None
+    queues, sups = [], []
     a_name = {"dtq": "dtq", "aa": "Pool(2) again", "pool-sleep": "Pool(2), 1.5 ms sleeps"}[args.mode]
     batches: dict[str, list] = {"A": [], "Pool": []}
     try:
-        if args.mode == "dtq":
-            sup = dtq_side._supervisor("cpu-ab", burst=False)
-            dtq_side._warm_up(q, sup)
+        for k in range(args.supervisors if args.mode == "dtq" else 0):
+            queues.append(dtq_side._queue(f"bench-{k}"))
+            sups.append(dtq_side._supervisor(f"cpu-ab-{k}", burst=False, queue=f"bench-{k}"))
+            dtq_side._warm_up(queues[k], sups[k])
         for rnd in range(args.rounds):
             for side in (("A", "Pool") if rnd % 2 == 0 else ("Pool", "A")):
                 if side == "Pool":
                     batches[side].append(dtq_side.pool_batch(timed_spin, iterations))
                 elif args.mode == "dtq":
-                    batches[side].append(dtq_side.warm_batch(q, iterations, "timed_spin"))
+                    batches[side].append(dtq_side.warm_batch(queues[rnd % len(queues)], iterations,
+                                                             "timed_spin"))
                 else:
                     func = sleepy_timed_spin if args.mode == "pool-sleep" else timed_spin
                     batches[side].append(dtq_side.pool_batch(func, iterations))
@@ -79,7 +88,7 @@ def main() -> int:
             print(f"round {rnd + 1:2}: {a_name} {a[0]:.3f} s, Pool(2) {p[0]:.3f} s, ratio "
                   f"{a[0] / p[0]:.3f}", file=sys.stderr, flush=True)
     finally:
-        if sup is not None:
+        for sup in sups:
             sup.stop()
         redis.stop()
 
@@ -97,7 +106,26 @@ def main() -> int:
         values = sorted(ratios[key])
         print(f"  ratio of {label:14} median {statistics.median(values):.3f} "
               f"(range {values[0]:.3f}-{values[-1]:.3f})")
+    if len(sups) > 1:
+        print_per_supervisor(len(sups), batches, ratios)
     return 0
+
+
+def print_per_supervisor(count: int, batches: dict[str, list], ratios: dict[str, list]) -> None:
+    """Ratios per supervisor, and each worker's mean loop user CPU against the Pool
+    children's in the same rounds: a gap that stays with a process shows here."""
+    print("  per supervisor: median total ratio, median loop user ratio, each worker's mean loop "
+          "user CPU / the Pool children's in the same rounds")
+    for k in range(count):
+        rounds = range(k, len(ratios["total"]), count)
+        pool_user = statistics.mean(lp["user"] for r in rounds for lp in batches["Pool"][r][1])
+        per_pid: dict[int, list[float]] = {}
+        for r in rounds:
+            for lp in batches["A"][r][1]:
+                per_pid.setdefault(lp["pid"], []).append(lp["user"])
+        workers = " ".join(f"{statistics.mean(v) / pool_user:.3f}" for v in per_pid.values())
+        print(f"    supervisor {k}: {statistics.median(ratios['total'][r] for r in rounds):.3f}, "
+              f"{statistics.median(ratios['user'][r] for r in rounds):.3f}; workers {workers}")
 
 
 if __name__ == "__main__":

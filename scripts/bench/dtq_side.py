@@ -40,20 +40,20 @@ def _url() -> str:
     return os.environ["BENCH_REDIS_URL"]
 
 
-def _queue():
+def _queue(name: str = "bench"):
     from dtq import Queue  # imported late so an unfinished dtq fails only its own rows
 
-    return Queue(_url(), queue="bench")
+    return Queue(_url(), queue=name)
 
 
 def _flush() -> None:
     redis.Redis.from_url(_url()).flushall()
 
 
-def _supervisor(what: str, burst: bool) -> Group:
+def _supervisor(what: str, burst: bool, queue: str = "bench") -> Group:
     # Warning level, like every peer's worker: per-job INFO lines would cost dtq alone.
     argv = [sys.executable, "-m", "dtq", "--log-level", "warning", "--redis-url", _url(),
-            "supervise", "--workers", "2", "--queues", "bench"]
+            "supervise", "--workers", "2", "--queues", queue]
     for plugin in PLUGINS:
         argv += ["--plugin", plugin]
     if burst:

@@ -7,6 +7,7 @@ issue asks for jobs of about 0.25 s; the default below gave 0.1-0.17 s on later 
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -24,12 +25,14 @@ def spin(iterations: int = SPIN_ITERATIONS) -> int:
 
 
 def timed_spin(iterations: int = SPIN_ITERATIONS) -> dict[str, float]:
-    """spin(), with what the loop itself cost: wall and user CPU seconds, and how often
-    the process was preempted meanwhile (scripts/cpu_ab.py compares these)."""
+    """spin(), with what the loop itself cost: wall and user CPU seconds, how often the
+    process was preempted meanwhile, and which process ran it (scripts/cpu_ab.py compares
+    these)."""
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     spin(iterations)
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    return {"wall": wall, "user": r1.ru_utime - r0.ru_utime, "preempted": r1.ru_nivcsw - r0.ru_nivcsw}
+    return {"wall": wall, "user": r1.ru_utime - r0.ru_utime, "preempted": r1.ru_nivcsw - r0.ru_nivcsw,
+            "pid": os.getpid()}
 
 
 def calibrate(target_s: float = 0.25, rounds: int = 5) -> int:
