@@ -96,6 +96,27 @@ except ImportError:  # pragma: no cover - a hand-made install without hiredis
         return b"".join(parts)
 
 
+# Error codes of a server that refuses commands for a while; it will take them again.
+REFUSALS = frozenset({"OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN",
+                      "MASTERDOWN", "NOREPLICAS"})
+_MAPPED = ((redis.exceptions.OutOfMemoryError, "OOM"), (redis.exceptions.ReadOnlyError, "READONLY"),
+           (redis.exceptions.BusyLoadingError, "LOADING"), (redis.exceptions.TryAgainError, "TRYAGAIN"),
+           (redis.exceptions.MasterDownError, "MASTERDOWN"),
+           (redis.exceptions.ClusterDownError, "CLUSTERDOWN"))
+
+
+def _error_reply(exc: redis.RedisError) -> tuple[str, str]:
+    """The code word and the text of an error reply. redis-py strips the code from the
+    errors it maps (recent versions keep it as ``status_code``) and puts the failed
+    command before an error in a pipeline."""
+    text = str(exc).split(" of pipeline caused error: ", 1)[-1]
+    code = getattr(exc, "status_code", None) or next(
+        (mapped for cls, mapped in _MAPPED if isinstance(exc, cls)), None)
+    if code is None:
+        return text.split(" ", 1)[0], text
+    return code, text if text.startswith(code) else f"{code} {text}"
+
+
 class _SendFailed(Exception):
     """A write of _run_streamed failed: the connection was dead before we used it."""
 
@@ -137,16 +158,30 @@ class RedisEngine(RedisRegistry, Engine):
             yield
         except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:  # first
             raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
+        except redis.exceptions.BusyLoadingError as exc:  # a ConnectionError, but it answers
+            raise self.refusal(exc) or self.unavailable(exc) from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise self.unavailable(exc) from None
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
                 raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
-            raise
+            refused = self.refusal(exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     def unavailable(self, exc: Exception) -> EngineUnavailable:
         """The error for a connection failure, naming the server (one wording everywhere)."""
         return EngineUnavailable(f"Redis at {self._where()} is unreachable: {exc}")
+
+    def refusal(self, exc: redis.RedisError) -> EngineUnavailable | None:
+        """The error for a server that refuses commands for a while (memory full, a replica
+        after a failover, a failed save, a long script...): like an unreachable one, it is
+        waited for and nothing is lost. None for any other error reply (a data error)."""
+        code, text = _error_reply(exc)
+        if code not in REFUSALS:
+            return None
+        return EngineUnavailable(f"Redis at {self._where()} refuses commands: {text}")
 
     def _where(self) -> str:
         kw = self.client.connection_pool.connection_kwargs
@@ -237,18 +272,19 @@ class RedisEngine(RedisRegistry, Engine):
     def rerun_unknown_scripts(self, calls: Sequence[tuple[str, str, Sequence[Any]]],
                               replies: list[Any]) -> list[Any]:
         """``replies`` with the calls Redis refused with NOSCRIPT (it restarted since we
-        loaded the scripts: they did nothing) run again; raises the first other error."""
+        loaded the scripts: they did nothing) run again; raises the first other error,
+        as EngineUnavailable when the server refuses commands for now (see `refusal`)."""
         missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
-        if missing:  # once: a second NOSCRIPT is raised like any other error
-            with self._errors():
+        with self._errors():
+            if missing:  # once: a second NOSCRIPT is raised like any other error
                 self._load_scripts()
                 pipe = self.client.pipeline(transaction=False)
                 self._queue_calls(pipe, [calls[i] for i in missing])
                 for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         return replies
 
     def _queue_calls(self, pipe: Any, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> None:

@@ -52,10 +52,8 @@ class CallsInFlight:
             self.read(wait=True)
         engine = self.engine
         if not engine._loaded:
-            try:
+            with engine._errors():
                 engine._load_scripts()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                raise engine.unavailable(exc) from None
         self.unwritten.append(engine.pack_calls(calls))
         self.sent.append(_Sent(calls, on_reply, on_lost))
 
@@ -67,7 +65,8 @@ class CallsInFlight:
     def read(self, wait: bool = False) -> None:
         """Write what is queued, then hand the replies that arrived to their callbacks,
         oldest first; with ``wait``, all of them. A callback may make calls: they go
-        out before the next reply is awaited."""
+        out before the next reply is awaited. A group with any error reply goes to its
+        ``on_lost`` (never raised: the supervisor's loop must go on and resend)."""
         while self.sent:
             self._write()
             if not self.sent:  # the write failed: every call was lost
@@ -85,6 +84,10 @@ class CallsInFlight:
                 replies = self.engine.rerun_unknown_scripts(head.calls, replies)
             except EngineUnavailable as exc:
                 head.on_lost(exc)
+                continue
+            except redis.RedisError as exc:  # a data error (WRONGTYPE...): it must not end
+                head.on_lost(EngineUnavailable(  # the supervisor, nor drop what was sent
+                    f"Redis at {self.engine._where()} answered with an error: {exc}"))
                 continue
             head.on_reply(replies)
 
