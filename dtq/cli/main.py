@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dtq.cli.logs import setup_logging
 from dtq.errors import EngineUnavailable, InvalidJob, JobNotFound, PluginError
@@ -37,23 +37,47 @@ class _SilentParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool = False) -> None:
+    """--redis-url, --log-level, --log-format: before the command, or (``after_command``) after it.
+
+    After the command they default to SUPPRESS, so that a value given before the command
+    stands unless it is given again after it (the later one wins)."""
+    if after_command:
+        keep = {"default": argparse.SUPPRESS}
+        parser = parser.add_argument_group("global options (also accepted before the command)")
+    else:
+        keep = {}
+    parser.add_argument("--redis-url", metavar="URL", help="Redis URL (default: $DTQ_REDIS_URL, else "
+                        "redis://localhost:6379/0); may carry a password, an ACL user, rediss://",
+                        **keep)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        **(keep or {"default": "info"}))
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        help="json: one object per line with job_id, plugin, attempt, duration, reason",
+                        **(keep or {"default": "text"}))
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its subcommands'): takes the global options after the command too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, after_command=True)
+
+
 def _top_level_parser(cls: type[argparse.ArgumentParser] = argparse.ArgumentParser,
                       add_help: bool = True) -> argparse.ArgumentParser:
     parser = cls(prog="dtq", description="dtq: a distributed task queue for CPU-heavy work.",
                  add_help=add_help)
-    parser.add_argument("--redis-url", help="Redis URL (default: $DTQ_REDIS_URL, else "
-                        "redis://localhost:6379/0); may carry a password, an ACL user, rediss://")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"],
-                        help="json: one object per line with job_id, plugin, attempt, duration, reason")
+    _add_global_options(parser)
     return parser
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or (given a known command) one that holds only that command's module."""
     parser = _top_level_parser()
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=_CommandParser)
     modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else MODULE_ORDER
     for name in modules:
         importlib.import_module(f"dtq.cli.{name}").register(commands)

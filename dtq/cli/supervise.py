@@ -33,7 +33,9 @@ def register(commands: Any) -> None:
     p.add_argument("--max-file-size", help="largest file a worker may write, e.g. 1G (RLIMIT_FSIZE)")
     p.add_argument("--memory-sample", type=float, default=0.1,
                    help="seconds between memory readings of busy workers")
-    p.add_argument("--max-jobs-per-worker", type=int, help="recycle workers after N jobs (+-10%%)")
+    p.add_argument("--max-jobs-per-worker", type=int, metavar="N",
+                   help="recycle workers after N jobs (+-10%%, so that they do not all recycle "
+                        "at once; never below 1)")
     p.add_argument("--name", help="supervisor name (default: HOST-PID)")
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty and idle")
     p.add_argument("--lease", type=float, default=30.0, help="job lease in seconds")
@@ -77,6 +79,10 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
+    if args.max_jobs_per_worker is not None and args.max_jobs_per_worker < 1:
+        print("dtq: --max-jobs-per-worker must be 1 or more (leave it out for no limit)",
+              file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     problem = _check_identity(settings.user, settings.group)
     if problem:

@@ -106,3 +106,11 @@ def test_python_dash_m_dtq_exits_with_the_commands_code() -> None:
     out = subprocess.run([sys.executable, "-m", "dtq", "enqueue"], capture_output=True, text=True,
                          timeout=30, cwd=REPO)
     assert out.returncode == 2 and out.stderr.startswith("dtq: PLUGIN: name the plugin")
+
+
+def test_global_options_after_the_command_still_load_only_its_module() -> None:
+    out = _python(IMPORTED, "supervise", "--redis-url", "redis://x:1/0", "--log-level", "debug",
+                  "--help")
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert "'dtq.cli.supervise'" in loaded and "'dtq.cli.admin'" not in loaded
