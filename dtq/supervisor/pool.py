@@ -77,6 +77,31 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.state in (WorkerState.IDLE, WorkerState.BUSY)
 
+    @property
+    def leaving(self) -> bool:
+        """Busy with the last jobs it will take: it retires once they are done."""
+        limit = self.max_jobs
+        return bool(self.jobs) and limit is not None and self.jobs_done + len(self.jobs) >= limit
+
+
+class SpawnFailed(Exception):
+    """The system would not give a new worker a pipe or a process (EAGAIN, EMFILE, ENOMEM).
+
+    Nothing was left open and the pool is unchanged: back off and fork again later."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+        super().__init__(f"could not start a worker: {error.strerror or error}")
+
+
+def recycle_after(max_jobs: int | None, rng: random.Random) -> int | None:
+    """A worker's job limit: ``max_jobs`` +-10 % (rounded), so that workers started
+    together do not all recycle at once; never below 1, and None only when unlimited."""
+    if not max_jobs or max_jobs < 1:
+        return None
+    jitter = (max_jobs + 5) // 10  # 1-4: exact, 5-14: +-1, 15-24: +-2, ...
+    return max(1, max_jobs + rng.randint(-jitter, jitter))
+
 
 def _nonblocking(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
@@ -96,12 +121,25 @@ class Pool:
         self.max_file_size = max_file_size
         self.workers: dict[int, WorkerHandle] = {}
         self.supervisor_pid = os.getpid()
+        self.rng = random.Random()
 
     def spawn(self) -> WorkerHandle:
-        """Fork one worker; the child never returns from here."""
-        down_r, down_w = self.os.pipe()  # supervisor -> worker
-        up_r, up_w = self.os.pipe()  # worker -> supervisor
-        pid = self.os.fork()
+        """Fork one worker; the child never returns from here.
+
+        Raises `SpawnFailed` (having closed every descriptor it opened) when the
+        system refuses a pipe or a fork: a full process or file table is a reason
+        to try again later, not to bring the supervisor down."""
+        opened: list[int] = []
+        try:
+            down_r, down_w = self.os.pipe()  # supervisor -> worker
+            opened += (down_r, down_w)
+            up_r, up_w = self.os.pipe()  # worker -> supervisor
+            opened += (up_r, up_w)
+            pid = self.os.fork()
+        except OSError as exc:
+            for fd in opened:
+                self.os.close(fd)
+            raise SpawnFailed(exc) from exc
         if pid == 0:  # pragma: no cover - runs in the child
             self._child(down_r, up_w)
         self.os.close(down_r)
@@ -109,11 +147,8 @@ class Pool:
         for fd in (down_w, up_r):
             _nonblocking(fd)
             os.set_inheritable(fd, False)
-        max_jobs = None
-        if self.max_jobs_per_worker:
-            jitter = max(1, self.max_jobs_per_worker // 10)
-            max_jobs = self.max_jobs_per_worker + random.randint(-jitter, jitter)
-        handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max(1, max_jobs) if max_jobs else None)
+        max_jobs = recycle_after(self.max_jobs_per_worker, self.rng)
+        handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max_jobs)
         self.workers[pid] = handle
         return handle
 

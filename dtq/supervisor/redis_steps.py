@@ -36,7 +36,7 @@ class RedisSteps:
         if self.avg_wall * 2 >= self.settings.batch_window:
             return 0
         per_worker = int(self.settings.batch_window / max(self.avg_wall, 1e-6))
-        return min(self.settings.max_batch, per_worker) * max(1, self.live_count())
+        return min(self.settings.max_batch, per_worker) * self.live_count()  # none for no worker
 
     def may_claim(self) -> bool:
         """Whether a claim would be useful and allowed now (the poll time aside)."""

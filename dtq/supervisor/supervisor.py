@@ -26,7 +26,7 @@ from dtq.plugin_loader import load_plugins
 from dtq.supervisor.http import MetricsServer
 from dtq.supervisor.metrics import Metrics
 from dtq.supervisor.oslayer import HARD_SIGNAL, OSLayer
-from dtq.supervisor.pool import Pool, WorkerState
+from dtq.supervisor.pool import Pool, SpawnFailed, WorkerState
 from dtq.supervisor.proctitle import set_title
 from dtq.supervisor.redis_health import RedisHealth
 from dtq.supervisor.redis_steps import RedisSteps
@@ -293,7 +293,9 @@ class Supervisor(WorkerSteps, RedisSteps):
                 if w.state is WorkerState.IDLE:
                     self.pool.retire(w)
             return
-        live = [w for w in self.pool.workers.values() if w.alive]
+        # A busy worker already told to leave after its jobs is not counted again: each
+        # shrink by one must mark one worker, not one more at every tick.
+        live = [w for w in self.pool.workers.values() if w.alive and not w.leaving]
         excess = len(live) - self.target_workers
         for w in sorted(live, key=lambda w: len(w.jobs)):
             if excess <= 0:
@@ -302,15 +304,24 @@ class Supervisor(WorkerSteps, RedisSteps):
                 self.pool.retire(w)
                 excess -= 1
         for w in live:  # busy workers over the target retire once their job is done
-            if excess > 0 and w.jobs and w.max_jobs != w.jobs_done + len(w.jobs):
+            if excess > 0 and w.jobs:
                 w.max_jobs = w.jobs_done + len(w.jobs)
                 excess -= 1
         now = self.os.monotonic()
         while self.live_count() < self.target_workers and now >= self.spawn_not_before:
-            self.pool.spawn()
+            try:
+                self.pool.spawn()
+            except SpawnFailed as exc:
+                self.spawn_backoff = min(30.0, max(0.1, self.spawn_backoff * 2))
+                self.spawn_not_before = now + self.spawn_backoff
+                log.error("%s; next fork in %.1f s", exc, self.spawn_backoff)
+                break
             if self.spawn_backoff:
                 self.spawn_not_before = now + self.spawn_backoff
                 break
+        if self.local and not self.live_count():  # scaled to 0, or forks backing off
+            self.giveback.extend(self.local)  # other supervisors may run them meanwhile
+            self.local.clear()
 
     def check_done(self) -> None:
         """Burst mode ends when nothing is ready, running or scheduled; a stop ends when all is given back."""

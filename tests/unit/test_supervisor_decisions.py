@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -370,3 +371,67 @@ def test_queues_are_claimed_in_priority_order_and_the_next_only_when_one_is_shor
     sent = [m for pid in sup.pool.workers for m in jobs_sent(fake_os, pid)]
     assert sorted(m["id"] for m in sent) == sorted([low.id, high.id])
     assert not sup.claim_out and not sup.queue_idle
+
+
+def test_shrinking_busy_workers_marks_one_to_leave_per_worker_too_many(world):
+    fake_os, engine, make = world
+    sup = make(workers=4)
+    for i in range(6):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    sup.tick()
+    assert sup.busy_workers() == 4
+    sup.scale(2, "test")
+    for _ in range(3):  # marking again at every tick was the bug
+        sup.tick()
+    leaving = [w.pid for w in sup.pool.workers.values() if w.leaving]
+    assert len(leaving) == 2
+    staying = next(pid for pid in sup.pool.workers if pid not in leaving)
+    (job,) = jobs_sent(fake_os, staying)
+    report(fake_os, staying, job)
+    for _ in range(3):
+        sup.tick()
+    assert sorted(w.pid for w in sup.pool.workers.values() if w.leaving) == sorted(leaving)
+    assert sup.pool.workers[staying].alive and fake_os.signals == []
+
+
+def test_scaled_to_zero_it_gives_back_the_jobs_it_claimed_ahead(world):
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5  # very short jobs: claimed ahead of the worker
+    for i in range(200):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    sup.tick()
+    (pid,) = sup.pool.workers
+    in_pipe = jobs_sent(fake_os, pid)
+    assert sup.local
+    sup.scale(0, "test")
+    for _ in range(3):
+        sup.tick()
+    for job in in_pipe:
+        report(fake_os, pid, job)
+    for _ in range(3):
+        sup.tick()
+    assert not sup.local and not sup.live_count()  # the worker retires after its batch
+    stats = engine.stats("default")
+    assert stats["running"] == 0 and stats["ready"] == 200 - len(in_pipe)
+
+
+def test_a_refused_fork_backs_off_instead_of_ending_the_supervisor(world, monkeypatch):
+    fake_os, _, make = world
+    sup = make(workers=1)
+    real_fork = fake_os.fork
+
+    def refuse() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fake_os, "fork", refuse)
+    sup.tick()
+    assert not sup.pool.workers and sup.spawn_backoff > 0
+    monkeypatch.setattr(fake_os, "fork", real_fork)
+    sup.tick()
+    assert not sup.pool.workers  # still backing off
+    fake_os.advance(sup.spawn_backoff)
+    sup.tick()
+    assert len(sup.pool.workers) == 1
