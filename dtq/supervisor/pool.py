@@ -22,6 +22,7 @@ from dtq.plugin import Plugin
 from dtq.supervisor.exits import EXIT_START_FAILED
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.oslayer import OSLayer
+from dtq.supervisor.started import StartedCounter
 from dtq.supervisor.worker import Worker, prepare_child
 
 
@@ -45,6 +46,7 @@ class Assignment:
     deadline: float | None = None
     peak_rss: int = 0
     breaches: int = 0
+    seq: int = 0  # its number among the jobs sent to this worker (1 for the first)
 
     def start(self, now: float, wall: float) -> None:
         self.started, self.started_wall = now, wall
@@ -68,6 +70,11 @@ class WorkerHandle:
     hard_kill_at: float | None = None
     killed_by_us: bool = False
     eof: bool = False
+    started: StartedCounter | None = None  # jobs the worker has started (shared memory)
+    sent: int = 0  # jobs sent to it
+
+    def started_count(self) -> int | None:
+        return self.started.value if self.started is not None else None
 
     @property
     def head(self) -> Assignment | None:
@@ -130,6 +137,7 @@ class Pool:
         system refuses a pipe or a fork: a full process or file table is a reason
         to try again later, not to bring the supervisor down."""
         opened: list[int] = []
+        counter = StartedCounter()
         try:
             down_r, down_w = self.os.pipe()  # supervisor -> worker
             opened += (down_r, down_w)
@@ -139,24 +147,25 @@ class Pool:
         except OSError as exc:
             for fd in opened:
                 self.os.close(fd)
+            counter.close()
             raise SpawnFailed(exc) from exc
         if pid == 0:  # pragma: no cover - runs in the child
-            self._child(down_r, up_w)
+            self._child(down_r, up_w, counter)
         self.os.close(down_r)
         self.os.close(up_w)
         for fd in (down_w, up_r):
             _nonblocking(fd)
             os.set_inheritable(fd, False)
         max_jobs = recycle_after(self.max_jobs_per_worker, self.rng)
-        handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max_jobs)
+        handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max_jobs, started=counter)
         self.workers[pid] = handle
         return handle
 
-    def _child(self, fd_in: int, fd_out: int) -> None:  # pragma: no cover - child only
+    def _child(self, fd_in: int, fd_out: int, started: StartedCounter) -> None:  # pragma: no cover
         code = EXIT_START_FAILED
         try:
             prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size, self.child_init)
-            Worker(fd_in, fd_out, self.plugins).serve()
+            Worker(fd_in, fd_out, self.plugins, started).serve()
         except BaseException as exc:  # noqa: BLE001 - report why the child could not start
             os.write(2, f"dtq worker {os.getpid()} failed to start: {exc!r}\n".encode())
         finally:
@@ -165,6 +174,8 @@ class Pool:
     def send(self, worker: WorkerHandle, assignment: Assignment) -> None:
         """Queue a job for the worker; `flush` writes it (several jobs go in one write)."""
         job = assignment.job
+        worker.sent += 1
+        assignment.seq = worker.sent
         worker.jobs.append(assignment)
         worker.state = WorkerState.BUSY
         worker.outbuf += encode_job(job.id, job.queue, job.attempt, job.plugin, job.data_json,
@@ -215,4 +226,6 @@ class Pool:
         for fd in (worker.to_worker, worker.from_worker):
             if fd >= 0:
                 self.os.close(fd)
+        if worker.started is not None:
+            worker.started.close()
         self.workers.pop(worker.pid, None)

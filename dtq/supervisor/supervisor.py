@@ -132,8 +132,8 @@ class Supervisor(WorkerSteps, RedisSteps):
         if self.busy_workers():
             times.append(self.next_memory)
         for w in self.pool.workers.values():
-            if w.head and w.head.deadline:
-                times.append(w.head.deadline)
+            if (deadline := self.deadline_of(w)[1]) is not None:
+                times.append(deadline)
             if w.hard_kill_at:
                 times.append(w.hard_kill_at)
         if self.stop_deadline:

@@ -27,8 +27,10 @@ from dtq.plugin import JobContext, Plugin
 from dtq.supervisor.exits import EXIT_LOST_PIPE, EXIT_START_FAILED, format_bytes
 from dtq.supervisor.messages import MAX_FRAME, FrameError, FrameReader, encode, encode_done
 from dtq.supervisor.proctitle import set_title
+from dtq.supervisor.started import StartedCounter
 
 _MIB = 1024 * 1024
+HOLD_SECONDS = 0.002  # longest a batched job's outcome waits for its neighbours'
 
 
 class SoftStop(BaseException):
@@ -83,12 +85,16 @@ def _max_fd() -> int:
 class Worker:
     """The loop of one worker process."""
 
-    def __init__(self, fd_in: int, fd_out: int, plugins: Mapping[str, Plugin]) -> None:
+    def __init__(self, fd_in: int, fd_out: int, plugins: Mapping[str, Plugin],
+                 started: StartedCounter | None = None) -> None:
         self.fd_in, self.fd_out = fd_in, fd_out
         self.plugins = plugins
         self.reader = FrameReader()
+        self.started = started
         self._backlog: deque[dict[str, Any]] = deque()
         self._held = bytearray()
+        self._flushing = False
+        self._alarm_set = False
         self._limited = False
         self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
@@ -100,12 +106,16 @@ class Worker:
     def serve(self) -> NoReturn:
         """Run jobs until the pipe closes or a stop message comes; never returns."""
         code = 0
+        # Python's default, no SA_RESTART: a job blocked in a read or a sleep runs the
+        # handler at once and then resumes its call (PEP 475).
+        signal.signal(signal.SIGALRM, self._on_alarm)
         try:
             while (message := self._next_message()) is not None and message.get("t") == "job":
                 if self._run(message) == "exit":
                     break
         except SoftStop:
             code = 0
+            self._flush_quietly()  # outcomes of the batch's earlier jobs still count
         except (OSError, FrameError):  # the pipe was closed, broken or fed garbage
             code = EXIT_LOST_PIPE
         finally:
@@ -128,19 +138,51 @@ class Worker:
 
     def _write(self, frame: bytes, hold: bool = False) -> None:
         """Write a frame; with ``hold``, outcomes of batched short jobs wait to go
-        out together (one wake-up of the supervisor per batch, at most 2 ms late)."""
+        out together (one wake-up of the supervisor per batch). A timer sends them
+        within ``HOLD_SECONDS`` whatever the next job does: a job that runs long, hangs
+        or crashes after them must not delay or take its neighbours' results along."""
         if not self._held:
             self._held_since = time.monotonic()
         self._held += frame
-        if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < 0.002:
+        if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < HOLD_SECONDS:
+            if not self._alarm_set:
+                self._alarm_set = True
+                signal.setitimer(signal.ITIMER_REAL, HOLD_SECONDS)
             return
-        while self._held:
-            written = os.write(self.fd_out, self._held)
-            del self._held[:written]
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._flushing:  # the timer fired inside a write: that write sends everything
+            return
+        self._flushing = True
+        try:
+            while self._held:
+                written = os.write(self.fd_out, self._held)
+                del self._held[:written]
+        finally:
+            self._flushing = False
+        if self._alarm_set:
+            self._alarm_set = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        """The hold timer, run between two bytecodes of whatever job is running."""
+        self._alarm_set = False
+        self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        """Flush, leaving a broken pipe for the next ordinary write to report (never
+        raise inside a plugin's code)."""
+        try:
+            self._flush()
+        except OSError:
+            pass
 
     def _run(self, msg: dict[str, Any]) -> str:
         """Run one job and report it; returns 'exit' when this worker should not go on."""
         job_id, attempt = msg["id"], msg["a"]
+        if self.started is not None:
+            self.started.increment()
         timeout = msg.get("timeout")
         ctx = JobContext(job_id=job_id, attempt=attempt, queue=msg.get("q", "default"),
                          deadline=time.time() + timeout if timeout else None,

@@ -32,13 +32,35 @@ class WorkerSteps:
             if not worker.eof:
                 self.handle_messages(worker)  # a result already sent counts
             had_job = bool(worker.jobs)
-            if worker.jobs:
-                head = worker.jobs.popleft()
-                self.record_failure(worker, head, describe_exit(status), "retry")
-                self.giveback.extend(a.job for a in worker.jobs)
-                worker.jobs.clear()
+            self.end_jobs(worker, describe_exit(status), "retry")
             self.note_death(worker, status, had_job)
             self.pool.forget(worker)
+
+    def running_job(self, worker: WorkerHandle) -> Assignment | None:
+        """The job the worker is really running. Usually its head; after a batch of short
+        jobs whose outcomes the worker still holds, a later one (its started count says
+        which). The head also when the count says none has started: a job whose frame
+        kills the worker must still be charged, or it would come back forever."""
+        started = worker.started_count()
+        for a in worker.jobs:
+            if a.seq == started:
+                return a
+        return worker.head if worker.jobs and (started is None or started < worker.jobs[0].seq) else None
+
+    def end_jobs(self, worker: WorkerHandle, reason: str, kind: str) -> None:
+        """The worker dies or is killed: charge the job it was running with ``reason``
+        (unless ``kind`` is empty) and give the rest back uncharged, including jobs it
+        finished whose outcomes it had not sent yet (they will run again)."""
+        running = self.running_job(worker)
+        for a in worker.jobs:
+            if a is not running:
+                self.giveback.append(a.job)
+                if running is not None and a.seq < running.seq:
+                    log.warning("job %s finished on worker %d but its outcome was lost with the "
+                                "worker; it will run again", a.job.id, worker.pid)
+        worker.jobs.clear()
+        if running is not None and kind:
+            self.record_failure(worker, running, reason, kind)
 
     def note_death(self, worker: WorkerHandle, status: int, had_job: bool) -> None:
         """Log an unexpected death; a worker that died young without a job backs off forks."""
@@ -157,13 +179,8 @@ class WorkerSteps:
         self.finish_failure(a, reason, kind, self.attempt_record(a, wall, cpu))
 
     def kill_worker(self, worker: WorkerHandle, reason: str, sig: int, kind: str) -> None:
-        """Decide the head job's outcome now, then signal the worker's process group."""
-        if worker.jobs:
-            head = worker.jobs.popleft()
-            if kind:
-                self.record_failure(worker, head, reason, kind)
-            self.giveback.extend(a.job for a in worker.jobs)
-            worker.jobs.clear()
+        """Decide the running job's outcome now, then signal the worker's process group."""
+        self.end_jobs(worker, reason, kind)
         self.pool.kill(worker, sig)
         if sig == SOFT_SIGNAL:
             worker.hard_kill_at = self.os.monotonic() + self.settings.kill_grace
@@ -174,12 +191,21 @@ class WorkerSteps:
             if w.hard_kill_at is not None and now >= w.hard_kill_at:
                 w.hard_kill_at = None
                 self.pool.kill(w, HARD_SIGNAL)
-            head = w.head
-            if head and head.deadline is not None and now >= head.deadline:
-                self.kill_worker(w, f"timeout after {head.timeout:g} s", SOFT_SIGNAL, "retry")
+            running, deadline = self.deadline_of(w)
+            if running is not None and deadline is not None and now >= deadline:
+                self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
         if self.stop_deadline is not None and now >= self.stop_deadline and self.state is State.DRAINING:
             log.info("grace period over: stopping the jobs still running and giving them back")
             self.stop_now()
+
+    def deadline_of(self, worker: WorkerHandle) -> tuple[Assignment | None, float | None]:
+        """The running job and when its time is up. A job running behind unreported
+        outcomes started after the head did: its time counts from the head's start,
+        at most a batch's few milliseconds early."""
+        head, running = worker.head, self.running_job(worker)
+        if head is None or running is None or running is head or head.started is None:
+            return head, head.deadline if head else None
+        return running, head.started + running.timeout if running.timeout else None
 
     def enforce_memory(self) -> None:
         now = self.os.monotonic()
@@ -188,7 +214,7 @@ class WorkerSteps:
         self.next_memory = now + self.settings.memory_sample
         readings: dict[int, int] = {}
         for w in list(self.pool.workers.values()):
-            head = w.head
+            head = self.running_job(w)
             if head is None or w.state is not WorkerState.BUSY:
                 continue
             rss = readings[w.pid] = self.os.tree_rss(w.pid)
@@ -207,7 +233,8 @@ class WorkerSteps:
     def cancel_running(self, job_ids: list[str]) -> None:
         wanted = set(job_ids)
         for w in list(self.pool.workers.values()):
-            if w.head and w.head.job.id in wanted:
+            running = self.running_job(w)
+            if running is not None and running.job.id in wanted:
                 self.kill_worker(w, "cancelled by operator", SOFT_SIGNAL, "cancelled")
         for job in [j for j in self.local if j.id in wanted]:
             self.local.remove(job)

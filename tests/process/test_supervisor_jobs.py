@@ -54,6 +54,21 @@ def test_segfault_is_decoded_and_the_next_job_runs(start_supervisor, queue):
     assert queue.result(good, timeout=10)["echo"] == {"after": "segfault"}
 
 
+def test_a_crash_in_a_batch_of_short_jobs_is_charged_to_the_crashing_job(start_supervisor, queue):
+    """Short jobs go to a worker in batches and their outcomes out together. A segfault
+    right after a no-op must not take the no-op's finished attempt along as a failure,
+    nor let the crashing job go uncharged."""
+    before = queue.enqueue_many([{"job": {"plugin": "noop", "data": {"i": i}}} for i in range(300)])
+    bad = queue.enqueue("segfault", {}, max_attempts=1)
+    after = queue.enqueue_many([{"job": {"plugin": "noop", "data": {"i": i}}} for i in range(300)])
+    sup = start_supervisor("--workers", "1", "--burst", plugins=("Noop", "Segfault"))
+    assert sup.wait(60) == 0, sup.output()
+    assert queue.status(bad).error == "killed by SIGSEGV"
+    charged = [i for i in before + after if queue.status(i).failures or queue.status(i).state != "done"]
+    assert charged == []
+    assert sup.alive_leftovers() == []
+
+
 def test_exit_code_then_retry_succeeds(start_supervisor, queue):
     job_id = queue.enqueue("exit", {"code": 3, "fail_attempts": 1}, max_attempts=3)
     start_supervisor("--workers", "1", plugins=("Exit",))

@@ -373,6 +373,57 @@ def test_queues_are_claimed_in_priority_order_and_the_next_only_when_one_is_shor
     assert not sup.claim_out and not sup.queue_idle
 
 
+def _batch_of_three(world, **job_options):
+    """Three short jobs sent to one worker in one batch; the worker has started the second
+    (its shared count says 2) and holds the first's outcome, not sent yet."""
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5  # very short jobs: they are batched into the worker's pipe
+    jobs = [build_job("noop", {"i": i}, options=job_options) for i in range(3)]
+    for job in jobs:
+        engine.enqueue(job)
+    sup.tick()
+    sup.tick()
+    (pid,) = sup.pool.workers
+    assert [m["id"] for m in jobs_sent(fake_os, pid)] == [j.id for j in jobs]
+    for _ in range(2):
+        sup.pool.workers[pid].started.increment()
+    return sup, pid, jobs
+
+
+def test_a_crash_behind_unreported_outcomes_is_charged_to_the_job_that_ran(world):
+    fake_os, engine, _ = world
+    sup, pid, (first, crasher, unstarted) = _batch_of_three(world)
+    fake_os.die(pid, signalled(SIGSEGV))
+    sup.tick()
+    sup.tick()  # the give-back goes out
+    assert engine.status(crasher.id, "default").error == "killed by SIGSEGV"
+    for job in (first, unstarted):  # finished with its outcome lost, and never started: again
+        status = engine.status(job.id, "default")
+        assert status.state in ("queued", "running") and status.failures == 0
+
+
+def test_a_timeout_behind_unreported_outcomes_is_charged_to_the_job_that_ran(world):
+    fake_os, engine, _ = world
+    sup, pid, (first, hung, unstarted) = _batch_of_three(world, timeout=5)
+    fake_os.advance(5.1)
+    sup.tick()
+    assert fake_os.signals == [(pid, SIGTERM)]
+    status = engine.status(hung.id, "default")
+    assert status.state == "dead" and status.error == "timeout after 5 s"
+    assert [engine.status(j.id, "default").failures for j in (first, unstarted)] == [0, 0]
+
+
+def test_a_memory_breach_behind_unreported_outcomes_is_charged_to_the_job_that_ran(world):
+    fake_os, engine, _ = world
+    sup, pid, (first, hog, unstarted) = _batch_of_three(world, memory_limit="100M")
+    fake_os.rss[pid] = 250 * 2**20
+    fake_os.advance(0.2)
+    sup.tick()
+    assert engine.status(hog.id, "default").error.startswith("memory limit exceeded")
+    assert [engine.status(j.id, "default").failures for j in (first, unstarted)] == [0, 0]
+
+
 def test_shrinking_busy_workers_marks_one_to_leave_per_worker_too_many(world):
     fake_os, engine, make = world
     sup = make(workers=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import time
 
@@ -12,6 +13,7 @@ import pytest
 from dtq.plugin import Plugin
 from dtq.supervisor.exits import describe_exit, format_bytes
 from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_done, encode_job
+from dtq.supervisor.started import StartedCounter
 from dtq.supervisor.worker import Worker
 
 
@@ -157,3 +159,66 @@ def test_each_job_of_a_batch_is_charged_its_own_cpu():
     finally:
         os.close(r)
         os.close(w)
+
+
+class _Gate(Plugin):
+    """Blocks in a read until the test writes to its pipe: a job that runs long."""
+
+    name = "gate"
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def process(self, data, ctx):
+        return os.read(self.fd, 1).decode()
+
+
+def _read_outcomes(fd: int, want: int, timeout: float = 10.0) -> list[dict]:
+    reader, got, deadline = FrameReader(), [], time.monotonic() + timeout
+    while len(got) < want:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {[m['id'] for m in got]} arrived"
+        if select.select([fd], [], [], left)[0]:
+            got += reader.feed(os.read(fd, 1 << 16))
+    return got
+
+
+def test_outcomes_held_in_a_batch_go_out_while_the_next_job_runs_long():
+    """Batched outcomes wait for their neighbours at most a moment: a long job after them
+    must not keep them (nor take them along if it crashes). The worker's shared count
+    says which job runs meanwhile."""
+    down_r, down_w = os.pipe()
+    up_r, up_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    counter = StartedCounter()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the worker
+        try:
+            for fd in (down_w, up_r, gate_w):  # the test's ends: the pipe must close when it does
+                os.close(fd)
+            Worker(down_r, up_w, {"noop": _Noop(), "gate": _Gate(gate_r)}, counter).serve()
+        finally:
+            os._exit(70)
+    try:
+        plugins = ["noop", "gate", "noop", "noop", "noop", "noop"]  # j0's outcome is held
+        os.write(down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None)
+                                  for i, p in enumerate(plugins)))
+        first = _read_outcomes(up_r, 1)  # while j1 is blocked on the gate
+        assert [m["id"] for m in first] == ["j0"] and counter.value == 2
+        os.write(gate_w, b"x")
+        rest = _read_outcomes(up_r, 5)
+        assert [m["id"] for m in rest] == ["j1", "j2", "j3", "j4", "j5"] and rest[0]["r"] == '"x"'
+        assert counter.value == 6
+        os.close(down_w)
+        down_w = -1
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in (down_r, down_w, up_r, up_w, gate_r, gate_w):
+            if fd >= 0:
+                os.close(fd)
+        counter.close()
