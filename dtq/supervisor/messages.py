@@ -107,9 +107,30 @@ def _decode_meta(text: str) -> dict[str, Any]:
         for name in _FIGURES:
             if name in message:
                 message[name] = _figure(message[name])
-        if not isinstance(message.get("rss", 0), int):
+        if not _is_count(message.get("rss", 0)):
             raise FrameError(f"done frame with an rss that is not a number: {message['rss']!r}"[:200])
+        if "r" in message:  # the result is the text after the newline, never a JSON field
+            raise FrameError("done frame with its result inside the metadata")
+    elif message["t"] == "err":
+        _check_failure(message)
     return message
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_failure(message: dict[str, Any]) -> None:
+    """A failure frame's figures are used as numbers and its reason as text: a job that
+    writes its own frame (it knows its id and attempt) must not crash the supervisor."""
+    for name in ("wall", "cpu"):
+        value = message.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+            raise FrameError(f"failure frame with a {name} that is not a number: {value!r}"[:200])
+    if not _is_count(message.get("rss", 0)):
+        raise FrameError(f"failure frame with an rss that is not a number: {message['rss']!r}"[:200])
+    if not isinstance(message.get("e", ""), str) or not isinstance(message.get("perm", False), bool):
+        raise FrameError("failure frame whose reason is not text")
 
 
 _FIGURES = ("started", "finished", "wall", "cpu")

@@ -13,7 +13,7 @@ from dtq.engine.base import Defaults
 from dtq.engine.redis_engine import RedisEngine
 from dtq.errors import EngineUnavailable
 from dtq.job import build_job
-from dtq.supervisor.messages import FrameReader, encode
+from dtq.supervisor.messages import FrameReader, encode, encode_done
 from dtq.supervisor.pool import WorkerState
 from dtq.supervisor.settings import SupervisorSettings
 from dtq.supervisor.supervisor import State, Supervisor
@@ -48,10 +48,14 @@ def jobs_sent(fake_os: FakeOS, pid: int) -> list[dict]:
 
 
 def report(fake_os: FakeOS, pid: int, job: dict, kind: str = "ok", **extra) -> None:
-    msg = {"t": kind, "id": job["id"], "a": job["a"], "wall": 0.5, "cpu": 0.4, "rss": 1000, **extra}
+    """Write the outcome a worker would: a done frame, or a failure message."""
     if kind == "ok":
-        msg.setdefault("r", json.dumps({"ok": True}))
-    os.write(fake_os.child_ends[pid][1], encode(msg))
+        frame = encode_done(job["id"], job["a"], json.dumps({"ok": True}), fake_os.time() - 0.5,
+                            fake_os.time(), 0.5, 0.4, 1000)
+    else:
+        frame = encode({"t": kind, "id": job["id"], "a": job["a"], "wall": 0.5, "cpu": 0.4, "rss": 1000,
+                        **extra})
+    os.write(fake_os.child_ends[pid][1], frame)
 
 
 def start_one(world, **job_options):

@@ -222,3 +222,25 @@ def test_outcomes_held_in_a_batch_go_out_while_the_next_job_runs_long():
             if fd >= 0:
                 os.close(fd)
         counter.close()
+
+
+@pytest.mark.parametrize("fields", [
+    {"wall": "abc"}, {"wall": float("nan")}, {"cpu": [1]}, {"wall": True}, {"rss": -1},
+    {"rss": "10"}, {"e": {"not": "text"}}, {"perm": "yes"},
+])
+def test_a_failure_frame_with_figures_that_are_not_numbers_is_garbage(fields):
+    """A job knows its own id and attempt and could write a failure frame itself: what the
+    supervisor uses as numbers and text must be numbers and text."""
+    body = json.dumps({"t": "err", "id": "j-1", "a": 1, "e": "boom", "wall": 0.1, "cpu": 0.1,
+                       "rss": 10, **fields}).encode()
+    with pytest.raises(FrameError):
+        FrameReader().feed(HEADER.pack(len(body)) + body)
+
+
+def test_a_done_frame_cannot_carry_its_result_inside_the_metadata():
+    body = json.dumps({"t": "ok", "id": "j-1", "a": 1, "r": "not json"}).encode()
+    with pytest.raises(FrameError):
+        FrameReader().feed(HEADER.pack(len(body)) + body)
+    (ok,) = FrameReader().feed(encode({"t": "err", "id": "j-1", "a": 1, "e": "boom", "wall": 0.5,
+                                       "cpu": 0, "rss": 0, "perm": True}))
+    assert ok["e"] == "boom" and ok["perm"] is True
