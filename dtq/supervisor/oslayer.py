@@ -16,6 +16,11 @@ from dtq.supervisor import limits
 class OSLayer:
     """Real processes, real signals, real clocks."""
 
+    def __init__(self) -> None:
+        # CPU seconds of the children reaped by the last reap(): /proc forgets a reaped
+        # process, so a dead worker's last attempt is charged from wait4's rusage.
+        self._reaped_cpu: dict[int, float] = {}
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -50,6 +55,7 @@ class OSLayer:
         grandchildren die with it and its pid cannot have been reused yet.
         """
         ended = []
+        self._reaped_cpu.clear()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -58,7 +64,8 @@ class OSLayer:
             if info is None or info.si_pid == 0:
                 break
             self.killpg(info.si_pid, signal.SIGKILL)
-            pid, status = os.waitpid(info.si_pid, 0)
+            pid, status, usage = os.wait4(info.si_pid, 0)
+            self._reaped_cpu[pid] = usage.ru_utime + usage.ru_stime
             ended.append((pid, status))
         return ended
 
@@ -66,6 +73,9 @@ class OSLayer:
         return limits.tree_rss(pid)
 
     def cpu_seconds(self, pid: int) -> float:
+        """CPU seconds of a worker and the children it waited for, alive or just reaped."""
+        if pid in self._reaped_cpu:
+            return self._reaped_cpu[pid]
         return limits.cpu_seconds(pid)
 
     def close(self, fd: int) -> None:

@@ -54,6 +54,17 @@ def test_segfault_is_decoded_and_the_next_job_runs(start_supervisor, queue):
     assert queue.result(good, timeout=10)["echo"] == {"after": "segfault"}
 
 
+def test_a_crashed_attempt_is_charged_the_cpu_it_used(start_supervisor, queue):
+    """The worker is reaped before its attempt is recorded: its CPU time comes from the
+    reaping (wait4), since /proc no longer has it."""
+    bad = queue.enqueue("segfault", {"spin": 0.4}, max_attempts=1)
+    start_supervisor("--workers", "1", plugins=("Segfault",))
+    with pytest.raises(JobFailed):
+        queue.result(bad, timeout=20)
+    (attempt,) = queue.status(bad).history
+    assert attempt["reason"] == "killed by SIGSEGV" and attempt["cpu"] >= 0.35
+
+
 def test_a_crash_in_a_batch_of_short_jobs_is_charged_to_the_crashing_job(start_supervisor, queue):
     """Short jobs go to a worker in batches and their outcomes out together. A segfault
     right after a no-op must not take the no-op's finished attempt along as a failure,

@@ -68,9 +68,14 @@ class IgnoreTerm(Plugin):
 
 
 class Segfault(Plugin):
+    """Reads address 0, after spinning data['spin'] seconds of CPU (default none)."""
+
     name = "segfault"
 
     def process(self, data: Any, ctx: JobContext) -> Any:
+        end = time.process_time() + float((data or {}).get("spin", 0))
+        while time.process_time() < end:
+            pass
         ctypes.string_at(0)
         return "unreachable"
 
