@@ -32,6 +32,20 @@ def _resolve(spec: str) -> Any:
         raise PluginError(f"plugin {spec!r}: module {module_name!r} has no {attr!r}") from None
 
 
+def _reload(module_name: str, origin: str) -> None:
+    """Re-run a plugin's module (SIGHUP), if it was imported. Only that module: code it
+    imports from other modules of its package keeps its loaded version. Any error (a
+    syntax error in the edited file, say) is a PluginError: the supervisor keeps the
+    plugins it has."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return
+    try:
+        importlib.reload(module)
+    except Exception as exc:  # noqa: BLE001
+        raise PluginError(f"plugin {origin} failed to reload: {type(exc).__name__}: {exc}") from None
+
+
 def _instantiate(obj: Any, origin: str, config: PluginConfig) -> Plugin:
     if not isinstance(obj, type) or not callable(getattr(obj, "process", None)):
         raise PluginError(f"plugin {origin}: {obj!r} is not a class with a process(data, ctx) method")
@@ -54,15 +68,17 @@ def load_plugins(specs: Iterable[str] = (), *, entry_point_group: str | None = E
     if entry_point_group:
         for ep in entry_points(group=entry_point_group):
             try:
+                if reload:
+                    _reload(ep.module, f"entry point {ep.name} = {ep.value}")
                 found.append((f"{ep.name} (entry point {ep.value})", ep.load()))
+            except PluginError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise PluginError(f"plugin entry point {ep.name} = {ep.value} failed to import: "
                                   f"{type(exc).__name__}: {exc}") from None
     for spec in specs:
         if reload:
-            module = sys.modules.get(spec.partition(":")[0])
-            if module is not None:
-                importlib.reload(module)
+            _reload(spec.partition(":")[0], repr(spec))
         found.append((spec, _resolve(spec)))
     plugins: dict[str, Plugin] = {}
     for origin, obj in found:

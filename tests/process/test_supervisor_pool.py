@@ -65,6 +65,36 @@ def test_plugin_that_fails_to_import_stops_the_supervisor(start_supervisor):
     assert "Traceback" not in sup.output()
 
 
+VERSIONED = """
+from dtq.plugin import Plugin
+
+class Versioned(Plugin):
+    name = "versioned"
+
+    def process(self, data, ctx):
+        return {version!r}
+"""
+
+
+def test_sighup_runs_edited_plugin_code_and_survives_a_broken_edit(start_supervisor, queue, tmp_path,
+                                                                    monkeypatch):
+    module = tmp_path / "hup_plugin.py"
+    module.write_text(VERSIONED.format(version="v1"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # a same-second edit must not reuse .pyc
+    sup = start_supervisor("--workers", "1", "--plugin", "hup_plugin:Versioned", plugins=())
+    assert queue.result(queue.enqueue("versioned", {}), timeout=10) == "v1"
+    module.write_text(VERSIONED.format(version="v2"))
+    sup.signal(signal.SIGHUP)
+    wait_until(lambda: "plugins reloaded" in sup.output(), timeout=10, message="reloaded")
+    assert queue.result(queue.enqueue("versioned", {}), timeout=10) == "v2"
+    module.write_text("this is not python(\n")
+    sup.signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in sup.output(), timeout=10, message="reload refused")
+    assert "SyntaxError" in sup.output() and sup.proc.poll() is None
+    assert queue.result(queue.enqueue("versioned", {}), timeout=10) == "v2"  # the old code runs on
+
+
 def test_sighup_replaces_idle_workers(start_supervisor, queue):
     sup = start_supervisor("--workers", "2")
     before = set(wait_until(lambda: len(sup.worker_pids()) == 2 and sup.worker_pids(), timeout=10))
