@@ -202,7 +202,9 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.give_back_unstarted()
 
     def stop_now(self) -> None:
-        """Kill busy workers and give their jobs back; idle ones just exit."""
+        """Kill busy workers and give their jobs back; idle ones just exit. Outcomes already
+        in the workers' pipes are read first: those jobs are done, not given back."""
+        self.collect_results()
         self.state = State.STOPPING
         self.stop_deadline = None
         self.give_back_unstarted()

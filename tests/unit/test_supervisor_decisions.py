@@ -490,3 +490,16 @@ def test_a_refused_fork_backs_off_instead_of_ending_the_supervisor(world, monkey
     fake_os.advance(sup.spawn_backoff)
     sup.tick()
     assert len(sup.pool.workers) == 1
+
+
+def test_stopping_at_once_still_counts_an_outcome_already_in_the_pipe(world):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world)
+    report(fake_os, pid, sent)  # written, not read yet
+    sup.request_stop("SIGINT")
+    sup.request_stop("SIGINT")  # the second: stop now
+    for _ in range(3):
+        sup.tick()
+    status = engine.status(job.id, "default")
+    assert status.state == "done" and len(status.history) == 1
+    assert (pid, SIGKILL) not in fake_os.signals  # its job was over: nothing to kill
