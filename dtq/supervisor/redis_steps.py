@@ -282,6 +282,9 @@ class RedisSteps:
             self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)
+            # Again as soon as Redis answers, not a whole period later: the leases may
+            # have only part of a period left by then.
+            self.next_heartbeat = now
 
     def update_gauges(self) -> None:
         """Pool and queue figures for /metrics, refreshed at each heartbeat."""

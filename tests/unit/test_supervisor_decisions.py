@@ -503,3 +503,25 @@ def test_stopping_at_once_still_counts_an_outcome_already_in_the_pipe(world):
     status = engine.status(job.id, "default")
     assert status.state == "done" and len(status.history) == 1
     assert (pid, SIGKILL) not in fake_os.signals  # its job was over: nothing to kill
+
+
+def test_a_failed_lease_renewal_is_tried_again_as_soon_as_redis_answers(world, monkeypatch):
+    fake_os, engine, _ = world
+    sup, pid, sent, job = start_one(world, timeout=600)
+    renewals: list[float] = []
+    real_renew = engine.renew
+
+    def renew(*args, **kwargs):
+        renewals.append(fake_os.monotonic())
+        if len(renewals) == 1:
+            raise EngineUnavailable("Redis at test is unreachable: down for a moment")
+        return real_renew(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "renew", renew)
+    fake_os.advance(sup.settings.heartbeat_every)
+    sup.tick()
+    assert len(renewals) == 1
+    fake_os.advance(1.0)  # Redis is back, and past the health check's retry delay
+    sup.tick()
+    assert len(renewals) == 2  # not another whole heartbeat period later
+    assert engine.status(job.id, "default").state == "running"
