@@ -216,6 +216,13 @@ class Engine(abc.ABC):
     def give_back(self, holder: str, jobs: Sequence[ClaimedJob]) -> int:
         """Return unrun jobs to their queue without counting a failure."""
 
+    def give_back_unknown(self, queue: str, holder: str, known: Sequence[str],  # noqa: B027 - optional
+                          lease_before: float) -> list[str]:
+        """Return unrun, uncharged, the jobs leased to ``holder`` in ``queue`` that are not in
+        ``known`` and whose lease ends before ``lease_before`` (time.time() seconds): a
+        claim whose reply was lost took them. An engine that cannot lose replies needs none."""
+        return []
+
     @abc.abstractmethod
     def recover(self, queue: str, holder: str | None = None, limit: int = 1000) -> list[tuple[str, str]]:
         """Requeue jobs whose lease expired (or every job ``holder`` held); (id, new state)."""

@@ -576,6 +576,14 @@ class RedisEngine(RedisRegistry, Engine):
                 given += sum(int(x) for x in self._run("give_back", qk.running, args))
         return given
 
+    def give_back_unknown(self, queue: str, holder: str, known: Sequence[str],
+                          lease_before: float) -> list[str]:
+        qk = keys.QueueKeys(queue)
+        with self._errors():
+            reply = self._run("give_back_unknown", qk.running,
+                              [qk.prefix, self._now_ms(), holder, int(lease_before * 1000), *known])
+        return [_s(x) for x in reply]
+
     def recover(self, queue: str, holder: str | None = None,
                 limit: int = 1000) -> list[tuple[str, str]]:
         qk = keys.QueueKeys(queue)

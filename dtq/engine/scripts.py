@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-SCRIPT_NAMES = ("enqueue", "claim", "complete", "fail", "give_back", "renew", "recover",
+SCRIPT_NAMES = ("enqueue", "claim", "complete", "fail", "give_back", "give_back_unknown", "renew", "recover",
                 "cancel", "watch", "admit", "progress", "retry_dead", "purge_dead")
 
 

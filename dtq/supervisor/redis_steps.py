@@ -121,8 +121,9 @@ class RedisSteps:
             self.claimed(total, due, sent_at)
             self.dispatch()
 
-        def on_lost(exc: EngineUnavailable) -> None:  # jobs it took come back when their lease ends
+        def on_lost(exc: EngineUnavailable) -> None:
             self.claim_out = False
+            self.unknown_check_soon()  # the claim may have taken jobs we never heard of
             self.health.down(exc)
 
         self.claim_out = True
@@ -279,12 +280,44 @@ class RedisSteps:
                 self.scale(int(control["workers"]), "dtq scale")
             if self.listener is None or getattr(self.listener, "broken", False):
                 self.reconnect_listener()
+                self.unknown_check_soon()  # a push may have been lost with the subscription
             self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)
             # Again as soon as Redis answers, not a whole period later: the leases may
             # have only part of a period left by then.
             self.next_heartbeat = now
+
+    def unknown_check_soon(self) -> None:
+        """Look for jobs leased to us that we never received, once a push sent meanwhile
+        has had time to arrive (the margin `give_back_unknown` leaves)."""
+        self.unknown_check_at = self.os.monotonic() + self._unknown_margin()
+
+    def _unknown_margin(self) -> float:
+        return min(1.0, self.settings.lease / 2)
+
+    def give_back_unknown(self) -> None:
+        """Jobs leased to us that we never heard of (a lost claim reply or push) go back
+        uncharged, instead of failing an attempt when their lease runs out (with one
+        attempt allowed: dead, never run). Only with no claim or finish in flight, so
+        that everything leased to us by our own calls is known."""
+        now = self.os.monotonic()
+        if (self.unknown_check_at is None or now < self.unknown_check_at or not self.health.ok()
+                or self.claim_out or self.finishing):
+            return
+        known = [j.id for j in self.held_jobs()]
+        known += [o.job.id for o in self.outbox] + [j.id for j in self.giveback]
+        lease_before = self.os.time() + self.settings.lease - self._unknown_margin()
+        try:
+            for queue in self.settings.queues:
+                returned = self.engine.give_back_unknown(queue, self.settings.name, known, lease_before)
+                if returned:
+                    log.warning("gave back %d job(s) of %s leased to us that we never received "
+                                "(a lost claim reply or push): %s", len(returned), queue,
+                                ", ".join(returned[:10]))
+            self.unknown_check_at = None
+        except EngineUnavailable as exc:
+            self.health.down(exc)
 
     def update_gauges(self) -> None:
         """Pool and queue figures for /metrics, refreshed at each heartbeat."""

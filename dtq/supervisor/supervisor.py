@@ -55,6 +55,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.outbox: list[Outcome] = []  # outcomes waiting to reach Redis
         self.outbox_since = 0.0
         self.finishing = 0  # finish calls in flight (their outcomes are no longer in outbox)
+        self.unknown_check_at: float | None = None  # when to look for jobs leased to us unknown
         self.claim_out = False  # a claim is in flight
         self.giveback: list[ClaimedJob] = []
         self.progress: dict[tuple[str, str], dict[str, Any]] = {}
@@ -109,6 +110,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.collect_results()
         self.enforce_deadlines()
         self.enforce_memory()
+        self.give_back_unknown()
         self.deliver()
         self.fill_slots()
         self.maybe_heartbeat()
@@ -127,6 +129,8 @@ class Supervisor(WorkerSteps, RedisSteps):
                 times.append(self.next_poll)
             if self.outbox:
                 times.append(self.outbox_since + self.settings.batch_window)
+            if self.unknown_check_at is not None:
+                times.append(self.unknown_check_at)
         elif self.health.retry_at is not None:  # Redis away: nothing of it is due before
             times.append(self.health.retry_at)
         if self.busy_workers():

@@ -401,6 +401,21 @@ def test_give_back_of_a_job_no_longer_ours(engine: RedisEngine) -> None:
     assert engine.status("a", Q).holder == "sup-b"
 
 
+def test_give_back_unknown_returns_only_the_holders_jobs_it_does_not_know(engine: RedisEngine) -> None:
+    engine.enqueue_many([job("known"), job("lost-1"), job("lost-2"), job("theirs"), job("fresh")])
+    known, lost_1, lost_2 = claim(engine, 3, lease=30)
+    theirs = claim_one(engine, holder="sup-b")
+    now = time.time()
+    fresh = claim_one(engine, lease=60)  # its lease ends after the limit: a push on its way
+    returned = engine.give_back_unknown(Q, "sup-a", [known.id], lease_before=now + 45)
+    assert sorted(returned) == sorted([lost_1.id, lost_2.id])
+    for c in (lost_1, lost_2):
+        s = engine.status(c.id, Q)
+        assert (s.state, s.failures, s.holder) == ("queued", 0, "")
+    assert [state(engine, c.id) for c in (known, theirs, fresh)] == ["running"] * 3
+    assert engine.give_back_unknown(Q, "sup-a", [known.id], lease_before=now + 45) == []
+
+
 # --- leases: renew and recover ----------------------------------------------------------------------
 
 

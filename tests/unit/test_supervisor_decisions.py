@@ -148,6 +148,37 @@ def test_a_claim_whose_reply_is_lost_is_made_again(world, monkeypatch):
     assert [j["id"] for j in jobs_sent(fake_os, pid)] == [job.id]
 
 
+def test_jobs_a_claim_took_whose_reply_was_lost_go_back_uncharged(world, monkeypatch):
+    """The claim ran in Redis but its reply never came: the jobs are leased to us and we
+    do not know them. Left alone they would fail an attempt when the lease ran out (with
+    one attempt allowed, end dead without having run)."""
+    fake_os, engine, make = world
+    sup = make()
+    sup.tick()  # forks the worker
+    (pid,) = sup.pool.workers
+    real = engine.claim_soon
+
+    def take_but_lose_the_reply(queue, holder, count, lease, standby, on_reply, on_lost):
+        monkeypatch.setattr(engine, "claim_soon", real)
+        real(queue, holder, count, lease, standby, lambda result: None, on_lost)
+        on_lost(EngineUnavailable("Redis at test is unreachable: connection reset"))
+
+    monkeypatch.setattr(engine, "claim_soon", take_but_lose_the_reply)
+    job = build_job("noop", {"n": 1})
+    engine.enqueue(job)
+    sup.tick()
+    assert engine.status(job.id, "default").state == "running" and jobs_sent(fake_os, pid) == []
+    fake_os.advance(sup.settings.heartbeat_every)  # the next heartbeat, well within the lease
+    for _ in range(2):
+        sup.tick()
+    (sent,) = jobs_sent(fake_os, pid)
+    assert sent["id"] == job.id
+    report(fake_os, pid, sent)
+    sup.tick()
+    status = engine.status(job.id, "default")
+    assert status.state == "done" and status.failures == 0
+
+
 def test_a_claim_answered_after_a_stop_request_goes_back(world, monkeypatch):
     fake_os, engine, make = world
     sup = make()
