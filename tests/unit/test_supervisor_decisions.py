@@ -127,7 +127,9 @@ def test_outcomes_whose_reply_is_lost_are_sent_again(world, monkeypatch):
     assert status.state == "done" and len(status.history) == 1  # recorded once, not twice
 
 
-def test_a_claim_whose_reply_is_lost_is_made_again(world, monkeypatch):
+def _lose_the_next_claim_reply(world, monkeypatch, *, claim_runs: bool):
+    """A one-worker supervisor whose next claim's reply is lost, the claim having run in
+    Redis or not, and the job it was for: (supervisor, worker pid, job)."""
     fake_os, engine, make = world
     sup = make()
     sup.tick()  # forks the worker
@@ -136,12 +138,20 @@ def test_a_claim_whose_reply_is_lost_is_made_again(world, monkeypatch):
 
     def lose_once(queue, holder, count, lease, standby, on_reply, on_lost):
         monkeypatch.setattr(engine, "claim_soon", real)
+        if claim_runs:
+            real(queue, holder, count, lease, standby, lambda result: None, on_lost)
         on_lost(EngineUnavailable("Redis at test is unreachable: connection reset"))
 
     monkeypatch.setattr(engine, "claim_soon", lose_once)
     job = build_job("noop", {"n": 1})
     engine.enqueue(job)
     sup.tick()
+    return sup, pid, job
+
+
+def test_a_claim_whose_reply_is_lost_is_made_again(world, monkeypatch):
+    fake_os, engine, _ = world
+    sup, pid, job = _lose_the_next_claim_reply(world, monkeypatch, claim_runs=False)
     assert not sup.health.ok() and not sup.claim_out and jobs_sent(fake_os, pid) == []
     fake_os.advance(10.0)
     sup.tick()
@@ -152,21 +162,8 @@ def test_jobs_a_claim_took_whose_reply_was_lost_go_back_uncharged(world, monkeyp
     """The claim ran in Redis but its reply never came: the jobs are leased to us and we
     do not know them. Left alone they would fail an attempt when the lease ran out (with
     one attempt allowed, end dead without having run)."""
-    fake_os, engine, make = world
-    sup = make()
-    sup.tick()  # forks the worker
-    (pid,) = sup.pool.workers
-    real = engine.claim_soon
-
-    def take_but_lose_the_reply(queue, holder, count, lease, standby, on_reply, on_lost):
-        monkeypatch.setattr(engine, "claim_soon", real)
-        real(queue, holder, count, lease, standby, lambda result: None, on_lost)
-        on_lost(EngineUnavailable("Redis at test is unreachable: connection reset"))
-
-    monkeypatch.setattr(engine, "claim_soon", take_but_lose_the_reply)
-    job = build_job("noop", {"n": 1})
-    engine.enqueue(job)
-    sup.tick()
+    fake_os, engine, _ = world
+    sup, pid, job = _lose_the_next_claim_reply(world, monkeypatch, claim_runs=True)
     assert engine.status(job.id, "default").state == "running" and jobs_sent(fake_os, pid) == []
     fake_os.advance(sup.settings.heartbeat_every)  # the next heartbeat, well within the lease
     for _ in range(2):
