@@ -165,10 +165,10 @@ class RedisEngine(RedisRegistry, Engine):
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
                 raise EngineUnavailable(f"Redis at {self._where()} refused us: {exc}") from None
-            refused = self.refusal(exc)
-            if refused is None:
-                raise
-            raise refused from None
+            # Any other error reply is a data error (a key of ours overwritten with the wrong
+            # type, say): the supervisor must survive it too, holding what it has and
+            # trying again, while the message tells the operator what to repair.
+            raise self.refusal(exc) or self.error_reply(exc) from None
 
     def unavailable(self, exc: Exception) -> EngineUnavailable:
         """The error for a connection failure, naming the server (one wording everywhere)."""
@@ -182,6 +182,10 @@ class RedisEngine(RedisRegistry, Engine):
         if code not in REFUSALS:
             return None
         return EngineUnavailable(f"Redis at {self._where()} refuses commands: {text}")
+
+    def error_reply(self, exc: redis.RedisError) -> EngineUnavailable:
+        """The error for any other error reply: a data error, not a server state."""
+        return EngineUnavailable(f"Redis at {self._where()} answered with an error: {exc}")
 
     def _where(self) -> str:
         kw = self.client.connection_pool.connection_kwargs

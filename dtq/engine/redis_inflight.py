@@ -85,9 +85,8 @@ class CallsInFlight:
             except EngineUnavailable as exc:
                 head.on_lost(exc)
                 continue
-            except redis.RedisError as exc:  # a data error (WRONGTYPE...): it must not end
-                head.on_lost(EngineUnavailable(  # the supervisor, nor drop what was sent
-                    f"Redis at {self.engine._where()} answered with an error: {exc}"))
+            except redis.RedisError as exc:  # not a reply error: must not end the loop either
+                head.on_lost(self.engine.error_reply(exc))
                 continue
             head.on_reply(replies)
 

@@ -198,3 +198,16 @@ def test_refusals_that_redis_py_maps_keep_their_code_word():
     down = redis.exceptions.MasterDownError("Link with MASTER is down", status_code="MASTERDOWN")
     assert str(engine.refusal(down)).endswith("refuses commands: MASTERDOWN Link with MASTER is down")
     assert engine.refusal(redis.ResponseError("WRONGTYPE Operation against a key")) is None
+
+
+def test_sync_data_errors_are_engine_unavailable_too(engine, admin):
+    """A key of ours overwritten with the wrong type: the supervisor's renew and heartbeat
+    raise EngineUnavailable naming the error (it holds on and retries), never a raw
+    ResponseError that would end its loop."""
+    jobs = claimed(engine, 1)
+    admin.delete(keys.QueueKeys(Q).job(jobs[0].id))
+    admin.set(keys.QueueKeys(Q).job(jobs[0].id), "not a hash")
+    with pytest.raises(EngineUnavailable, match="answered with an error: WRONGTYPE"):
+        engine.renew("sup-a", jobs, 30.0)
+    with pytest.raises(EngineUnavailable, match="answered with an error: WRONGTYPE"):
+        engine.status(jobs[0].id, Q)
