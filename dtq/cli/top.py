@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtq.cli.admin_stats import human_bytes, human_seconds
+from dtq.cli.operators import is_live
 from dtq.engine.base import SupervisorInfo
 from dtq.engine.redis_admin import RedisAdmin
 from dtq.engine.redis_engine import RedisEngine
@@ -56,7 +57,7 @@ class Sampler:
         self.rates: dict[str, float] = {}
 
     def frame(self) -> Frame:
-        sups = self.admin.engine.supervisors()
+        sups = [s for s in self.admin.engine.supervisors() if is_live(s)]  # as `dtq supervisors`
         queues = sorted(set(self.admin.engine.queues()).union(*(s.queues for s in sups)))
         f = Frame(time.monotonic(), time.time(), sups, dict(self.admin.all_stats(queues)))
         for s in sups:

@@ -15,7 +15,9 @@ from waiting import wait_until
 
 from dtq import keys
 from dtq.cli.operators import is_live
+from dtq.cli.top import Sampler
 from dtq.engine.base import SupervisorInfo
+from dtq.engine.redis_admin import RedisAdmin
 from dtq.engine.redis_engine import RedisEngine
 
 pytestmark = pytest.mark.redis
@@ -39,6 +41,13 @@ def register(url: str, name: str, pid: int, age: float, ttl: float = 600.0) -> N
 
 def row(output: str, name: str) -> str:
     return next((line for line in output.splitlines() if line.startswith(name)), "")
+
+
+def test_top_shows_the_live_supervisors_only(redis_url: str) -> None:
+    register(redis_url, "box-live", 11, age=1.0)
+    register(redis_url, "box-gone", 22, age=60.0)
+    frame = Sampler(RedisAdmin(RedisEngine(redis_url))).frame()
+    assert [s.name for s in frame.supervisors] == ["box-live"]
 
 
 def test_stale_entries_are_hidden_unless_asked_for(redis_url: str) -> None:
