@@ -106,16 +106,18 @@ class Worker:
     def serve(self) -> NoReturn:
         """Run jobs until the pipe closes or a stop message comes; never returns."""
         code = 0
-        # Python's default, no SA_RESTART: a job blocked in a read or a sleep runs the
-        # handler at once and then resumes its call (PEP 475).
-        signal.signal(signal.SIGALRM, self._on_alarm)
+        # The hold timer takes SIGALRM only if no plugin did (at import, before the fork);
+        # without it outcomes are never held. Python's default, no SA_RESTART: a job
+        # blocked in a read or a sleep runs the handler at once, then resumes (PEP 475).
+        if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
+            signal.signal(signal.SIGALRM, self._on_alarm)
         try:
             while (message := self._next_message()) is not None and message.get("t") == "job":
                 if self._run(message) == "exit":
                     break
         except SoftStop:
             code = 0
-            self._flush_quietly()  # outcomes of the batch's earlier jobs still count
+            self._flush_quietly()  # an external SIGTERM: the batch's earlier outcomes count
         except (OSError, FrameError):  # the pipe was closed, broken or fed garbage
             code = EXIT_LOST_PIPE
         finally:
@@ -140,16 +142,25 @@ class Worker:
         """Write a frame; with ``hold``, outcomes of batched short jobs wait to go
         out together (one wake-up of the supervisor per batch). A timer sends them
         within ``HOLD_SECONDS`` whatever the next job does: a job that runs long, hangs
-        or crashes after them must not delay or take its neighbours' results along."""
+        or crashes after them must not delay or take its neighbours' results along (in C
+        code that holds the GIL the timer waits for it; the shared started count then
+        still tells the supervisor which job was running)."""
         if not self._held:
             self._held_since = time.monotonic()
         self._held += frame
         if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < HOLD_SECONDS:
-            if not self._alarm_set:
-                self._alarm_set = True
-                signal.setitimer(signal.ITIMER_REAL, HOLD_SECONDS)
-            return
+            if self._alarm_set or self._arm_timer():
+                return
         self._flush()
+
+    def _arm_timer(self) -> bool:
+        """Start the hold timer, unless a plugin has taken SIGALRM or set an alarm of its
+        own (then nothing is held: the plugin's timer is left alone)."""
+        if signal.getsignal(signal.SIGALRM) != self._on_alarm or signal.getitimer(signal.ITIMER_REAL)[0]:
+            return False
+        self._alarm_set = True
+        signal.setitimer(signal.ITIMER_REAL, HOLD_SECONDS)
+        return True
 
     def _flush(self) -> None:
         if self._flushing:  # the timer fired inside a write: that write sends everything
@@ -163,7 +174,8 @@ class Worker:
             self._flushing = False
         if self._alarm_set:
             self._alarm_set = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            if signal.getsignal(signal.SIGALRM) == self._on_alarm:  # else a plugin's alarm runs
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         """The hold timer, run between two bytecodes of whatever job is running."""

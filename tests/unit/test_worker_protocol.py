@@ -183,45 +183,110 @@ def _read_outcomes(fd: int, want: int, timeout: float = 10.0) -> list[dict]:
     return got
 
 
+class _ForkedWorker:
+    """A real Worker.serve() in a forked child, fed and read through pipes like a supervisor
+    would, with SIGALRM as the supervisor leaves it (pytest-timeout uses it here) unless
+    ``child_setup`` changes it (a plugin that takes it at import)."""
+
+    def __init__(self, plugins: dict[str, Plugin], child_setup=None) -> None:
+        self.down_r, self.down_w = os.pipe()
+        self.up_r, self.up_w = os.pipe()
+        self.counter = StartedCounter()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the worker
+            try:
+                os.close(self.down_w)
+                os.close(self.up_r)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                if child_setup:
+                    child_setup()
+                Worker(self.down_r, self.up_w, plugins, self.counter).serve()
+            finally:
+                os._exit(70)
+
+    def send(self, plugins: list[str]) -> None:
+        os.write(self.down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None)
+                                       for i, p in enumerate(plugins)))
+
+    def finish(self) -> int:
+        os.close(self.down_w)
+        self.down_w = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        for fd in (self.down_r, self.down_w, self.up_r, self.up_w):
+            if fd >= 0:
+                os.close(fd)
+        self.counter.close()
+
+
 def test_outcomes_held_in_a_batch_go_out_while_the_next_job_runs_long():
     """Batched outcomes wait for their neighbours at most a moment: a long job after them
     must not keep them (nor take them along if it crashes). The worker's shared count
     says which job runs meanwhile."""
-    down_r, down_w = os.pipe()
-    up_r, up_w = os.pipe()
     gate_r, gate_w = os.pipe()
-    counter = StartedCounter()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the worker
-        try:
-            for fd in (down_w, up_r, gate_w):  # the test's ends: the pipe must close when it does
-                os.close(fd)
-            Worker(down_r, up_w, {"noop": _Noop(), "gate": _Gate(gate_r)}, counter).serve()
-        finally:
-            os._exit(70)
+    worker = _ForkedWorker({"noop": _Noop(), "gate": _Gate(gate_r)}, child_setup=lambda: os.close(gate_w))
     try:
-        plugins = ["noop", "gate", "noop", "noop", "noop", "noop"]  # j0's outcome is held
-        os.write(down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None)
-                                  for i, p in enumerate(plugins)))
-        first = _read_outcomes(up_r, 1)  # while j1 is blocked on the gate
-        assert [m["id"] for m in first] == ["j0"] and counter.value == 2
+        worker.send(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
+        first = _read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
+        assert [m["id"] for m in first] == ["j0"] and worker.counter.value == 2
         os.write(gate_w, b"x")
-        rest = _read_outcomes(up_r, 5)
+        rest = _read_outcomes(worker.up_r, 5)
         assert [m["id"] for m in rest] == ["j1", "j2", "j3", "j4", "j5"] and rest[0]["r"] == '"x"'
-        assert counter.value == 6
-        os.close(down_w)
-        down_w = -1
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert worker.counter.value == 6
+        assert worker.finish() == 0
     finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        for fd in (down_r, down_w, up_r, up_w, gate_r, gate_w):
-            if fd >= 0:
-                os.close(fd)
-        counter.close()
+        worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+class _Alarm(Plugin):
+    """Uses SIGALRM itself: its handler (set at import, before the fork) must fire."""
+
+    name = "alarm"
+
+    def process(self, data, ctx):
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        time.sleep(5)  # the alarm's handler raises out of it
+        return "slept through"
+
+
+class _AlarmFired(Exception):
+    pass
+
+
+def _raise_alarm_fired(signum, frame):
+    raise _AlarmFired()
+
+
+class _CatchAlarm(Plugin):
+    name = "catch_alarm"
+
+    def process(self, data, ctx):
+        try:
+            return _Alarm().process(data, ctx)
+        except _AlarmFired:
+            return "fired"
+
+
+def test_a_plugin_that_uses_sigalrm_keeps_it_and_outcomes_are_then_not_held():
+    worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm()},
+                           child_setup=lambda: signal.signal(signal.SIGALRM, _raise_alarm_fired))
+    try:
+        worker.send(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
+        first = _read_outcomes(worker.up_r, 2)
+        assert [(m["id"], m["r"]) for m in first] == [("j0", "{}"), ("j1", '"fired"')]
+        assert [m["id"] for m in _read_outcomes(worker.up_r, 4)] == ["j2", "j3", "j4", "j5"]
+        assert worker.finish() == 0
+    finally:
+        worker.close()
 
 
 @pytest.mark.parametrize("fields", [
