@@ -17,7 +17,10 @@ class InvalidJob(DtqError, ValueError):
 
 
 class EngineUnavailable(DtqError):
-    """The backend (Redis) cannot be reached; the message says where we tried."""
+    """The backend (Redis) cannot be used now: unreachable, refusing commands (out of
+    memory, a read-only replica...), or answering with an error it should not give (a
+    key of ours overwritten). The message says which server and what it said; a
+    supervisor holds what it has and tries again."""
 
 
 class JobNotFound(DtqError, KeyError):

@@ -152,31 +152,46 @@ def test_in_flight_claim_refused_by_a_replica_is_lost_and_claims_nothing(engine,
 
 
 def test_in_flight_data_error_is_lost_and_later_calls_still_answered(engine, admin):
-    """One call of a group fails with WRONGTYPE after another succeeded: the whole group is
-    lost (the supervisor sends it again), and a resend records nothing twice."""
+    """The queue's running set overwritten with a string: the outcome batch meets WRONGTYPE.
+    The group is lost (the supervisor sends it again), a call behind it is still answered,
+    and a resend once the key is repaired records nothing twice."""
     jobs = claimed(engine, 2)
-    engine.enqueue(build_job("p", {}, "later", {}))
-    broken = keys.QueueKeys(Q).job(jobs[1].id)
-    saved = admin.dump(broken)
-    admin.delete(broken)
-    admin.set(broken, "not a hash")
-    outcomes = [done(jobs[0]), failed(jobs[1])]  # complete succeeds, fail meets WRONGTYPE
+    engine.enqueue(build_job("p", {}, "later", {"queue": "other"}))
+    running = keys.QueueKeys(Q).running
+    saved = admin.dump(running)
+    admin.delete(running)
+    admin.set(running, "not a sorted set")
+    outcomes = [done(jobs[0]), failed(jobs[1])]
     finish, claim = Calls(), Calls()
     engine.finish_soon("sup-a", outcomes, finish.on_reply, finish.on_lost)
-    engine.claim_soon(Q, "sup-a", 1, 30.0, 0.0, claim.on_reply, claim.on_lost)
+    engine.claim_soon("other", "sup-a", 1, 30.0, 0.0, claim.on_reply, claim.on_lost)
     engine.read_replies(wait=True)  # raises nothing
     assert finish.replies == [] and len(finish.lost) == 1
     assert "answered with an error: WRONGTYPE" in str(finish.lost[0])
     assert [j.id for j in claim.replies[0].jobs] == ["later"]
-    assert engine.status(jobs[0].id, Q).state == "done"  # the call before the error ran
-    admin.delete(broken)
-    admin.restore(broken, 0, saved)
+    admin.delete(running)
+    admin.restore(running, 0, saved)
     engine.finish_soon("sup-a", outcomes, finish.on_reply, finish.on_lost)
     engine.read_replies(wait=True)
-    assert finish.replies == [["done", "scheduled"]]  # "done": recorded already, not again
+    assert finish.replies == [["done", "scheduled"]]
     status = engine.status(jobs[0].id, Q)
-    assert status.attempt == 1 and len(status.history) == 1
-    assert engine.stats(Q)["done"] == 1 and engine.stats(Q)["retried"] == 1
+    assert status.state == "done" and status.attempt == 1 and len(status.history) == 1
+
+
+def test_a_clobbered_job_hash_is_stale_and_spoils_nothing_else(engine, admin):
+    """One job's hash overwritten with a string: renewing reports that job lost, finishing
+    calls it stale, and every other job of the same calls is renewed and recorded."""
+    jobs = claimed(engine, 3)
+    broken = keys.QueueKeys(Q).job(jobs[1].id)
+    admin.delete(broken)
+    admin.set(broken, "not a hash")
+    renewed = engine.renew("sup-a", jobs, 30.0)
+    assert renewed.lost == [jobs[1].id]
+    assert engine.finish("sup-a", [done(jobs[0]), done(jobs[1]), failed(jobs[2])]) == \
+        ["done", "stale", "scheduled"]
+    assert engine.status(jobs[0].id, Q).state == "done"
+    with pytest.raises(EngineUnavailable, match="answered with an error: WRONGTYPE"):
+        engine.status(jobs[1].id, Q)  # what cannot be read is said, never a raw ResponseError
 
 
 @pytest.mark.parametrize("message", [
@@ -198,16 +213,3 @@ def test_refusals_that_redis_py_maps_keep_their_code_word():
     down = redis.exceptions.MasterDownError("Link with MASTER is down", status_code="MASTERDOWN")
     assert str(engine.refusal(down)).endswith("refuses commands: MASTERDOWN Link with MASTER is down")
     assert engine.refusal(redis.ResponseError("WRONGTYPE Operation against a key")) is None
-
-
-def test_sync_data_errors_are_engine_unavailable_too(engine, admin):
-    """A key of ours overwritten with the wrong type: the supervisor's renew and heartbeat
-    raise EngineUnavailable naming the error (it holds on and retries), never a raw
-    ResponseError that would end its loop."""
-    jobs = claimed(engine, 1)
-    admin.delete(keys.QueueKeys(Q).job(jobs[0].id))
-    admin.set(keys.QueueKeys(Q).job(jobs[0].id), "not a hash")
-    with pytest.raises(EngineUnavailable, match="answered with an error: WRONGTYPE"):
-        engine.renew("sup-a", jobs, 30.0)
-    with pytest.raises(EngineUnavailable, match="answered with an error: WRONGTYPE"):
-        engine.status(jobs[0].id, Q)

@@ -9,8 +9,8 @@ local out, done_ids = {}, {}
 for i = 5, #ARGV, 4 do
   local id, attempt = ARGV[i], ARGV[i + 1]
   local jkey = prefix .. 'job:' .. id
-  local cur = redis.call('HMGET', jkey, 'state', 'attempt', 'holder', 'history', 'result_ttl',
-                         'waiters')
+  local cur = redis.pcall('HMGET', jkey, 'state', 'attempt', 'holder', 'history', 'result_ttl',
+                          'waiters')  -- pcall: a clobbered job hash is stale, not a failed batch
   if cur[1] == 'running' and cur[2] == attempt and cur[3] == holder then
     local history = cur[4] and (string.sub(cur[4], 1, -2) .. ',' .. ARGV[i + 3] .. ']')
                     or ('[' .. ARGV[i + 3] .. ']')

@@ -113,8 +113,10 @@ local function store_job(prefix, id, plugin, data, opts_json, run_at, now)
   return 'new:' .. state
 end
 
+-- pcall: a job hash overwritten with another type is no longer a job we hold; an error
+-- here would fail the whole call, every other job of a renewal or outcome batch with it.
 local function is_current(jkey, attempt, holder)
-  local cur = redis.call('HMGET', jkey, 'state', 'attempt', 'holder')
+  local cur = redis.pcall('HMGET', jkey, 'state', 'attempt', 'holder')
   return cur[1] == 'running' and cur[2] == attempt and cur[3] == holder
 end
 
