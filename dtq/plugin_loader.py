@@ -34,9 +34,10 @@ def _resolve(spec: str) -> Any:
 
 def _reload(module_name: str, origin: str) -> None:
     """Re-run a plugin's module (SIGHUP), if it was imported. Only that module: code it
-    imports from other modules of its package keeps its loaded version. Any error (a
-    syntax error in the edited file, say) is a PluginError: the supervisor keeps the
-    plugins it has."""
+    imports from other modules of its package keeps its loaded version. Any error is a
+    PluginError and the supervisor keeps the plugins it has; a syntax error leaves the
+    module as it was, but one raised halfway through running it leaves the module half
+    re-run (the kept plugins then see its new top-level names)."""
     module = sys.modules.get(module_name)
     if module is None:
         return

@@ -137,8 +137,9 @@ class Pool:
         system refuses a pipe or a fork: a full process or file table is a reason
         to try again later, not to bring the supervisor down."""
         opened: list[int] = []
-        counter = StartedCounter()
+        counter: StartedCounter | None = None
         try:
+            counter = StartedCounter()  # an mmap: ENOMEM is refused like a fork
             down_r, down_w = self.os.pipe()  # supervisor -> worker
             opened += (down_r, down_w)
             up_r, up_w = self.os.pipe()  # worker -> supervisor
@@ -147,7 +148,8 @@ class Pool:
         except OSError as exc:
             for fd in opened:
                 self.os.close(fd)
-            counter.close()
+            if counter is not None:
+                counter.close()
             raise SpawnFailed(exc) from exc
         if pid == 0:  # pragma: no cover - runs in the child
             self._child(down_r, up_w, counter)

@@ -36,7 +36,7 @@ class RedisSteps:
         if self.avg_wall * 2 >= self.settings.batch_window:
             return 0
         per_worker = int(self.settings.batch_window / max(self.avg_wall, 1e-6))
-        return min(self.settings.max_batch, per_worker) * self.live_count()  # none for no worker
+        return min(self.settings.max_batch, per_worker) * self.taking_count()  # none for no worker
 
     def may_claim(self) -> bool:
         """Whether a claim would be useful and allowed now (the poll time aside)."""
@@ -47,8 +47,14 @@ class RedisSteps:
 
     def slots_wanted(self) -> int:
         """How many jobs to claim now: free places in workers plus the short-job batch."""
-        free = sum(self.capacity() - len(w.jobs) for w in self.pool.workers.values() if w.alive)
+        free = sum(self.room(w, self.capacity()) - len(w.jobs) for w in self.pool.workers.values()
+                   if w.alive)
         return free + self.batch_size() - len(self.local)
+
+    @staticmethod
+    def room(w: WorkerHandle, cap: int) -> int:
+        """Jobs the worker may hold at once: ``cap``, or fewer before its job limit."""
+        return cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
 
     def dispatch(self) -> None:
         """Send claimed jobs to workers with room; counters after the write, which is what
@@ -58,7 +64,7 @@ class RedisSteps:
             if not self.local:
                 return
             sent: list[str] = []
-            room = cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
+            room = self.room(w, cap)
             while self.local and w.alive and len(w.jobs) < room:
                 job = self.local.popleft()
                 a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
@@ -274,18 +280,24 @@ class RedisSteps:
                     self.drop_lost(renewed.lost)
                 if renewed.cancel:
                     self.cancel_running(renewed.cancel)
+        except EngineUnavailable as exc:
+            self.health.down(exc)
+            # Again as soon as Redis answers, not a whole period later: the leases may
+            # have only part of a period left by then.
+            self.next_heartbeat = now
+        try:  # apart from renewing: whatever that met, the registry must still see us alive
             control = self.engine.heartbeat(self.info(), ttl=max(60.0, self.settings.lease * 3))
             self.update_gauges()
             if "workers" in control and control["workers"].lstrip("-").isdigit():
                 self.scale(int(control["workers"]), "dtq scale")
             if self.listener is None or getattr(self.listener, "broken", False):
+                if self.listener is not None:  # broken: a push may have been lost with it
+                    self.unknown_check_soon()
                 self.reconnect_listener()
-                self.unknown_check_soon()  # a push may have been lost with the subscription
-            self.health.up()
+            if self.next_heartbeat > now:  # the renewal went through too
+                self.health.up()
         except EngineUnavailable as exc:
             self.health.down(exc)
-            # Again as soon as Redis answers, not a whole period later: the leases may
-            # have only part of a period left by then.
             self.next_heartbeat = now
 
     def unknown_check_soon(self) -> None:
@@ -304,6 +316,12 @@ class RedisSteps:
         now = self.os.monotonic()
         if (self.unknown_check_at is None or now < self.unknown_check_at or not self.health.ok()
                 or self.claim_out or self.finishing):
+            return
+        try:
+            self.catch_late_pushes()  # a push published before now is ours to run, not to give back
+        except OSError:  # the subscription is gone: the lease margin alone covers a push in transit
+            pass
+        if self.claim_out:  # the pushes woke a claim: after its reply
             return
         known = [j.id for j in self.held_jobs()]
         known += [o.job.id for o in self.outbox] + [j.id for j in self.giveback]

@@ -280,6 +280,10 @@ class Supervisor(WorkerSteps, RedisSteps):
     def live_count(self) -> int:
         return sum(1 for w in self.pool.workers.values() if w.alive)
 
+    def taking_count(self) -> int:
+        """Live workers that will take more jobs (not busy with their last ones)."""
+        return sum(1 for w in self.pool.workers.values() if w.alive and not w.leaving)
+
     def busy_workers(self) -> int:
         return sum(1 for w in self.pool.workers.values() if w.jobs)
 
@@ -325,7 +329,7 @@ class Supervisor(WorkerSteps, RedisSteps):
             if self.spawn_backoff:
                 self.spawn_not_before = now + self.spawn_backoff
                 break
-        if self.local and not self.live_count():  # scaled to 0, or forks backing off
+        if self.local and not self.taking_count():  # scaled to 0, or forks backing off
             self.giveback.extend(self.local)  # other supervisors may run them meanwhile
             self.local.clear()
 

@@ -7,6 +7,7 @@ pool, the outbox, the clock); kept apart so each file has one concern.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from typing import Any
 
@@ -32,26 +33,32 @@ class WorkerSteps:
             if not worker.eof:
                 self.handle_messages(worker)  # a result already sent counts
             had_job = bool(worker.jobs)
-            self.end_jobs(worker, describe_exit(status), "retry")
+            # A worker exits 0 only between jobs (its pipe closed, or it gave up after a
+            # MemoryError it reported): the job after, never started, is not to blame.
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            self.end_jobs(worker, describe_exit(status), "retry", blame_unstarted=not clean)
             self.note_death(worker, status, had_job)
             self.pool.forget(worker)
 
-    def running_job(self, worker: WorkerHandle) -> Assignment | None:
+    def running_job(self, worker: WorkerHandle, blame_unstarted: bool = True) -> Assignment | None:
         """The job the worker is really running. Usually its head; after a batch of short
         jobs whose outcomes the worker still holds, a later one (its started count says
-        which). The head also when the count says none has started: a job whose frame
-        kills the worker must still be charged, or it would come back forever."""
+        which). With ``blame_unstarted``, the head also when the count says none has
+        started: a job whose frame kills the worker must be charged, or it would come
+        back forever."""
         started = worker.started_count()
         for a in worker.jobs:
             if a.seq == started:
                 return a
-        return worker.head if worker.jobs and (started is None or started < worker.jobs[0].seq) else None
+        if not worker.jobs or (started is not None and started >= worker.jobs[0].seq):
+            return None
+        return worker.head if blame_unstarted or started is None else None
 
-    def end_jobs(self, worker: WorkerHandle, reason: str, kind: str) -> None:
+    def end_jobs(self, worker: WorkerHandle, reason: str, kind: str, blame_unstarted: bool = True) -> None:
         """The worker dies or is killed: charge the job it was running with ``reason``
         (unless ``kind`` is empty) and give the rest back uncharged, including jobs it
         finished whose outcomes it had not sent yet (they will run again)."""
-        running = self.running_job(worker)
+        running = self.running_job(worker, blame_unstarted)
         for a in worker.jobs:
             if a is not running:
                 self.giveback.append(a.job)

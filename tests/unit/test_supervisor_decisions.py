@@ -405,7 +405,7 @@ def test_queues_are_claimed_in_priority_order_and_the_next_only_when_one_is_shor
     assert not sup.claim_out and not sup.queue_idle
 
 
-def _batch_of_three(world, **job_options):
+def _batch_of_three(world, started: int = 2, **job_options):
     """Three short jobs sent to one worker in one batch; the worker has started the second
     (its shared count says 2) and holds the first's outcome, not sent yet."""
     fake_os, engine, make = world
@@ -418,7 +418,7 @@ def _batch_of_three(world, **job_options):
     sup.tick()
     (pid,) = sup.pool.workers
     assert [m["id"] for m in jobs_sent(fake_os, pid)] == [j.id for j in jobs]
-    for _ in range(2):
+    for _ in range(started):
         sup.pool.workers[pid].started.increment()
     return sup, pid, jobs
 
@@ -490,8 +490,8 @@ def test_scaled_to_zero_it_gives_back_the_jobs_it_claimed_ahead(world):
     in_pipe = jobs_sent(fake_os, pid)
     assert sup.local
     sup.scale(0, "test")
-    for _ in range(3):
-        sup.tick()
+    sup.tick()
+    assert not sup.local  # at once: its worker is busy with the last jobs it will take
     for job in in_pipe:
         report(fake_os, pid, job)
     for _ in range(3):
@@ -553,3 +553,19 @@ def test_a_failed_lease_renewal_is_tried_again_as_soon_as_redis_answers(world, m
     sup.tick()
     assert len(renewals) == 2  # not another whole heartbeat period later
     assert engine.status(job.id, "default").state == "running"
+
+
+
+def test_a_worker_that_exits_cleanly_between_jobs_blames_none_of_those_left(world):
+    """A worker gives up after reporting a MemoryError (exit 0) with more of its batch in
+    its pipe: the job it reported is charged once; the next ones never started."""
+    fake_os, engine, _ = world
+    sup, pid, (hog, second, third) = _batch_of_three(world, started=1)
+    report(fake_os, pid, {"id": hog.id, "a": 1}, "err", e="memory limit exceeded: allocation refused")
+    fake_os.die(pid, exited(0))
+    sup.tick()
+    sup.tick()
+    assert engine.status(hog.id, "default").error == "memory limit exceeded: allocation refused"
+    for job in (second, third):
+        status = engine.status(job.id, "default")
+        assert status.state in ("queued", "running") and status.failures == 0
