@@ -43,9 +43,14 @@ def test_timeout_kills_grandchildren(start_supervisor, queue, tmp_path):
     with pytest.raises(JobFailed, match="timeout after 1 s"):
         queue.result(job_id, timeout=15)
 
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # it may go between any two looks at it
+            return False
+
     def gone() -> bool:
-        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                       for p in pids)
+        return not any(running(p) for p in pids)
     wait_until(gone, timeout=5, message="grandchildren killed")
     assert sup.proc.poll() is None
 
