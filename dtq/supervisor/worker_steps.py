@@ -46,13 +46,15 @@ class WorkerSteps:
         which). With ``blame_unstarted``, the head also when the count says none has
         started: a job whose frame kills the worker must be charged, or it would come
         back forever."""
-        started = worker.started_count()
-        for a in worker.jobs:
-            if a.seq == started:
-                return a
-        if not worker.jobs or (started is not None and started >= worker.jobs[0].seq):
+        head = worker.head
+        if head is None:
             return None
-        return worker.head if blame_unstarted or started is None else None
+        started = worker.started_count()
+        if started is None or started == head.seq:  # the common case, on every loop turn
+            return head
+        if started < head.seq:
+            return head if blame_unstarted else None
+        return next((a for a in worker.jobs if a.seq == started), None)
 
     def end_jobs(self, worker: WorkerHandle, reason: str, kind: str, blame_unstarted: bool = True) -> None:
         """The worker dies or is killed: charge the job it was running with ``reason``
