@@ -71,6 +71,8 @@ class WorkerHandle:
     killed_by_us: bool = False
     eof: bool = False
     started: StartedCounter | None = None  # jobs the worker has started (shared memory)
+    shrink_marked: bool = False  # a shrink told it to leave after its jobs; a regrow may undo it
+    limit_before_shrink: int | None = None  # its max_jobs before that
     sent: int = 0  # jobs sent to it
 
     def started_count(self) -> int | None:

@@ -271,7 +271,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.plugins.clear()
         self.plugins.update(plugins)
         for w in list(self.pool.workers.values()):
-            w.max_jobs = w.jobs_done + len(w.jobs)
+            w.max_jobs, w.shrink_marked = w.jobs_done + len(w.jobs), False  # old code: no way back
             if w.state is WorkerState.IDLE:
                 self.pool.retire(w)
         log.info("SIGHUP: plugins reloaded (%s); replacing workers", ",".join(sorted(plugins)))
@@ -307,6 +307,10 @@ class Supervisor(WorkerSteps, RedisSteps):
         # shrink by one must mark one worker, not one more at every tick.
         live = [w for w in self.pool.workers.values() if w.alive and not w.leaving]
         excess = len(live) - self.target_workers
+        for w in self.pool.workers.values():  # grown again: busy workers a shrink marked stay
+            if excess < 0 and w.alive and w.shrink_marked:
+                w.max_jobs, w.shrink_marked = w.limit_before_shrink, False
+                excess += 1
         for w in sorted(live, key=lambda w: len(w.jobs)):
             if excess <= 0:
                 break
@@ -315,6 +319,7 @@ class Supervisor(WorkerSteps, RedisSteps):
                 excess -= 1
         for w in live:  # busy workers over the target retire once their job is done
             if excess > 0 and w.jobs:
+                w.shrink_marked, w.limit_before_shrink = True, w.max_jobs
                 w.max_jobs = w.jobs_done + len(w.jobs)
                 excess -= 1
         now = self.os.monotonic()

@@ -569,3 +569,26 @@ def test_a_worker_that_exits_cleanly_between_jobs_blames_none_of_those_left(worl
     for job in (second, third):
         status = engine.status(job.id, "default")
         assert status.state in ("queued", "running") and status.failures == 0
+
+
+def test_growing_again_keeps_busy_workers_a_shrink_had_marked_to_leave(world):
+    fake_os, engine, make = world
+    sup = make(workers=3)
+    for i in range(6):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    sup.tick()
+    busy = sorted(w.pid for w in sup.pool.workers.values() if w.jobs)
+    assert len(busy) == 3
+    sup.scale(1, "test")
+    sup.tick()
+    assert sum(w.leaving for w in sup.pool.workers.values()) == 2
+    sup.scale(3, "test")
+    sup.tick()
+    assert not any(w.leaving for w in sup.pool.workers.values())
+    assert sorted(sup.pool.workers) == busy  # none forked meanwhile: the three stay
+    for pid in busy:
+        (job,) = jobs_sent(fake_os, pid)
+        report(fake_os, pid, job)
+    sup.tick()
+    assert all(w.alive for w in sup.pool.workers.values()) and len(sup.pool.workers) == 3
