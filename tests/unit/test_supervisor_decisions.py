@@ -296,13 +296,21 @@ def test_early_worker_deaths_back_off_instead_of_fork_looping(world):
     assert delays == sorted(delays) and delays[-1] > delays[0]
 
 
-def test_only_free_workers_get_long_jobs(world):
-    fake_os, engine, make = world
-    sup = make(workers=2)
-    for i in range(5):
+def _pool_with_jobs(world, workers: int, jobs: int):
+    """A supervisor of ``workers`` after two ticks with ``jobs`` no-op jobs queued: each
+    worker has one (they stay busy until the test reports them)."""
+    _, engine, make = world
+    sup = make(workers=workers)
+    for i in range(jobs):
         engine.enqueue(build_job("noop", {"i": i}))
     sup.tick()
     sup.tick()
+    return sup
+
+
+def test_only_free_workers_get_long_jobs(world):
+    fake_os, engine, _ = world
+    sup = _pool_with_jobs(world, workers=2, jobs=5)
     assert engine.stats("default")["running"] == 2
     assert sum(len(jobs_sent(fake_os, pid)) for pid in sup.pool.workers) == 2
 
@@ -457,12 +465,8 @@ def test_a_memory_breach_behind_unreported_outcomes_is_charged_to_the_job_that_r
 
 
 def test_shrinking_busy_workers_marks_one_to_leave_per_worker_too_many(world):
-    fake_os, engine, make = world
-    sup = make(workers=4)
-    for i in range(6):
-        engine.enqueue(build_job("noop", {"i": i}))
-    sup.tick()
-    sup.tick()
+    fake_os, engine, _ = world
+    sup = _pool_with_jobs(world, workers=4, jobs=6)
     assert sup.busy_workers() == 4
     sup.scale(2, "test")
     for _ in range(3):  # marking again at every tick was the bug
@@ -572,12 +576,8 @@ def test_a_worker_that_exits_cleanly_between_jobs_blames_none_of_those_left(worl
 
 
 def test_growing_again_keeps_busy_workers_a_shrink_had_marked_to_leave(world):
-    fake_os, engine, make = world
-    sup = make(workers=3)
-    for i in range(6):
-        engine.enqueue(build_job("noop", {"i": i}))
-    sup.tick()
-    sup.tick()
+    fake_os, engine, _ = world
+    sup = _pool_with_jobs(world, workers=3, jobs=6)
     busy = sorted(w.pid for w in sup.pool.workers.values() if w.jobs)
     assert len(busy) == 3
     sup.scale(1, "test")
