@@ -7,6 +7,7 @@ never picks code to import.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -32,19 +33,26 @@ def _resolve(spec: str) -> Any:
         raise PluginError(f"plugin {spec!r}: module {module_name!r} has no {attr!r}") from None
 
 
-def _reload(module_name: str, origin: str) -> None:
-    """Re-run a plugin's module (SIGHUP), if it was imported. Only that module: code it
-    imports from other modules of its package keeps its loaded version. Any error is a
-    PluginError and the supervisor keeps the plugins it has; a syntax error leaves the
-    module as it was, but one raised halfway through running it leaves the module half
-    re-run (the kept plugins then see its new top-level names)."""
-    module = sys.modules.get(module_name)
-    if module is None:
-        return
-    try:
-        importlib.reload(module)
-    except Exception as exc:  # noqa: BLE001
-        raise PluginError(f"plugin {origin} failed to reload: {type(exc).__name__}: {exc}") from None
+def _rerun_modules(modules: dict[str, str]) -> None:
+    """SIGHUP: run the plugins' modules (name -> where it was named) afresh, each into a
+    new module object, and put them in ``sys.modules`` only once all of them ran: a
+    module that fails, even halfway, leaves every loaded module as it was, and the
+    plugins the supervisor keeps go on with their own code. Only these modules: code
+    they import from other modules of their package keeps its loaded version."""
+    fresh = {}
+    for name, origin in modules.items():
+        if name not in sys.modules:
+            continue  # not imported yet: the plain import below runs it
+        try:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"no module named {name!r} any more")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(f"plugin {origin} failed to reload: {type(exc).__name__}: {exc}") from None
+        fresh[name] = module
+    sys.modules.update(fresh)
 
 
 def _instantiate(obj: Any, origin: str, config: PluginConfig) -> Plugin:
@@ -66,20 +74,17 @@ def load_plugins(specs: Iterable[str] = (), *, entry_point_group: str | None = E
     """Import, instantiate and set up every plugin; raise PluginError naming the culprit."""
     config = config or PluginConfig()
     found: list[tuple[str, Any]] = []
-    if entry_point_group:
-        for ep in entry_points(group=entry_point_group):
-            try:
-                if reload:
-                    _reload(ep.module, f"entry point {ep.name} = {ep.value}")
-                found.append((f"{ep.name} (entry point {ep.value})", ep.load()))
-            except PluginError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise PluginError(f"plugin entry point {ep.name} = {ep.value} failed to import: "
-                                  f"{type(exc).__name__}: {exc}") from None
+    points = list(entry_points(group=entry_point_group)) if entry_point_group else []
+    if reload:
+        _rerun_modules({**{ep.module: f"entry point {ep.name} = {ep.value}" for ep in points},
+                        **{spec.partition(":")[0]: repr(spec) for spec in specs}})
+    for ep in points:
+        try:
+            found.append((f"{ep.name} (entry point {ep.value})", ep.load()))
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(f"plugin entry point {ep.name} = {ep.value} failed to import: "
+                              f"{type(exc).__name__}: {exc}") from None
     for spec in specs:
-        if reload:
-            _reload(spec.partition(":")[0], repr(spec))
         found.append((spec, _resolve(spec)))
     plugins: dict[str, Plugin] = {}
     for origin, obj in found:

@@ -55,3 +55,15 @@ def test_a_broken_edit_is_a_plugin_error_on_reload(entry_point_module):
     entry_point_module.write_text("this is not python(\n")
     with pytest.raises(PluginError, match="failed to reload: SyntaxError"):
         plugin_loader.load_plugins(reload=True)
+
+
+def test_a_reload_that_fails_halfway_leaves_the_running_plugins_code_alone(entry_point_module):
+    """The edited module defines new names, then raises: the plugin kept from before must
+    still see its own module's names, not half of the new ones."""
+    plugins = plugin_loader.load_plugins()
+    entry_point_module.write_text(SOURCE.format(version="v2").replace(
+        "class Versioned", "VERSION = 'v2'\nraise RuntimeError('half way')\nclass Versioned"))
+    with pytest.raises(PluginError, match="failed to reload: RuntimeError: half way"):
+        plugin_loader.load_plugins(reload=True)
+    assert not hasattr(sys.modules["ep_versioned"], "VERSION")  # the loaded module untouched
+    assert run(plugins) == "v1"
