@@ -120,12 +120,16 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_seconds(value: Any) -> bool:
+    """A time or duration a worker sent as a JSON number."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e12
+
+
 def _check_failure(message: dict[str, Any]) -> None:
     """A failure frame's figures are used as numbers and its reason as text: a job that
     writes its own frame (it knows its id and attempt) must not crash the supervisor."""
     for name in ("wall", "cpu"):
-        value = message.get(name, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+        if not _is_seconds(value := message.get(name, 0.0)):
             raise FrameError(f"failure frame with a {name} that is not a number: {value!r}"[:200])
     if not _is_count(message.get("rss", 0)):
         raise FrameError(f"failure frame with an rss that is not a number: {message['rss']!r}"[:200])
@@ -142,7 +146,7 @@ def _figure(value: Any) -> str:
     into the attempt record: checked, so a worker cannot write into the record."""
     if isinstance(value, str) and _FIGURE.fullmatch(value):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e12:
+    if _is_seconds(value):
         return f"{float(value):.6f}"
     raise FrameError(f"done frame with a figure that is not a number: {value!r}"[:200])
 
