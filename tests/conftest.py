@@ -11,7 +11,7 @@ import pytest
 SUPPORT = Path(__file__).parent / "support"
 sys.path.insert(0, str(SUPPORT))
 
-from redis_server import RedisServer, redis_required  # noqa: E402
+from redis_server import RedisServer, running_server  # noqa: E402
 from supervisor_proc import SupervisorProcess  # noqa: E402
 
 from dtq import Queue  # noqa: E402
@@ -22,16 +22,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-    except (RuntimeError, OSError) as exc:
-        server.cleanup()
-        if redis_required():
-            pytest.fail(f"CI=true but no redis-server could be started: {exc}")
-        pytest.skip(f"no redis-server available: {exc}")
-    yield server
-    server.cleanup()
+    yield from running_server()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, free_port, running_server
 from waiting import wait_until
 
 from dtq import keys
@@ -986,14 +986,7 @@ def test_listener_close_unsubscribes(real_engine: RedisEngine) -> None:
 
 @pytest.fixture
 def private_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-    except (RuntimeError, OSError) as exc:
-        server.cleanup()
-        pytest.skip(f"no redis-server: {exc}")
-    yield server
-    server.cleanup()
+    yield from running_server()
 
 
 def test_engine_survives_a_redis_restart(private_server: RedisServer) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer, free_port, redis_required
+from redis_server import RedisServer, free_port, running_server
 
 from dtq import keys
 from dtq.engine.base import ClaimedJob, Defaults, Outcome, SupervisorInfo
@@ -28,16 +28,7 @@ Q = "default"
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer()
-    try:
-        srv.start()
-    except (RuntimeError, OSError) as exc:
-        srv.cleanup()
-        if redis_required():
-            pytest.fail(f"CI=true but no redis-server could be started: {exc}")
-        pytest.skip(f"no redis-server available: {exc}")
-    yield srv
-    srv.cleanup()
+    yield from running_server()
 
 
 @pytest.fixture

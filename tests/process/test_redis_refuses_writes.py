@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisServer, redis_required
+from redis_server import RedisServer, running_server
 from supervisor_proc import SupervisorProcess
 from waiting import wait_until
 
@@ -20,16 +20,8 @@ JOBS = 3
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer()
-    try:
-        srv.start()
-    except (RuntimeError, OSError) as exc:
-        srv.cleanup()
-        if redis_required():
-            pytest.fail(f"CI=true but no redis-server could be started: {exc}")
-        pytest.skip(f"no redis-server available: {exc}")
-    yield srv
-    srv.cleanup()
+    """Each test its own server: they change its maxmemory and replication."""
+    yield from running_server()
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 
@@ -95,3 +96,21 @@ class RedisServer:
 def redis_required() -> bool:
     """Under CI the Redis tests must run; locally they may skip."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def running_server(*extra: str, port: int | None = None) -> Iterator[RedisServer]:
+    """For a fixture (``yield from``): a started private server, cleaned up after the
+    test. When none can start the test skips, or fails under CI, where Redis tests must
+    run."""
+    server = RedisServer(*extra, port=port)
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:
+        server.cleanup()
+        if redis_required():
+            pytest.fail(f"CI=true but no redis-server could be started: {exc}")
+        pytest.skip(f"no redis-server available: {exc}")
+    try:
+        yield server
+    finally:
+        server.cleanup()
