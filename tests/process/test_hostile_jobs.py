@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import psutil
 import pytest
+from supervisor_proc import running
 from waiting import wait_until
 
 from dtq import JobFailed
@@ -25,7 +25,7 @@ def test_fork_bomb_is_killed_with_its_whole_group(start_supervisor, queue):
         queue.result(job_id, timeout=20)
 
     def bomb_gone() -> bool:
-        return len([p for p in sup.descendants() if p.status() != psutil.STATUS_ZOMBIE]) <= 1
+        return len([p for p in sup.descendants() if running(p)]) <= 1
     wait_until(bomb_gone, timeout=10, message="every bomb process killed")
     next_job_runs(queue)
 

@@ -7,6 +7,7 @@ import time
 
 import psutil
 import pytest
+from supervisor_proc import running
 from waiting import wait_until
 
 from dtq import JobFailed
@@ -42,12 +43,6 @@ def test_timeout_kills_grandchildren(start_supervisor, queue, tmp_path):
     assert all(psutil.pid_exists(p) for p in pids)
     with pytest.raises(JobFailed, match="timeout after 1 s"):
         queue.result(job_id, timeout=15)
-
-    def running(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:  # it may go between any two looks at it
-            return False
 
     def gone() -> bool:
         return not any(running(p) for p in pids)

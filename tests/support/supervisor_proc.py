@@ -25,6 +25,16 @@ def dtq_env() -> dict[str, str]:
     return env
 
 
+def running(proc: psutil.Process | int) -> bool:
+    """Whether a process exists and is not a zombie; one that ends while we look at it
+    (between listing and reading /proc) is not running."""
+    try:
+        return (proc if isinstance(proc, psutil.Process) else psutil.Process(proc)).status() \
+            != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 class SupervisorProcess:
     """One `python -m dtq supervise` process; remembers every process it saw below it."""
 
@@ -70,14 +80,7 @@ class SupervisorProcess:
 
     def alive_leftovers(self) -> list[int]:
         """Processes this supervisor started that still exist (zombies do not count)."""
-        alive = []
-        for pid in self.seen:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.Error:
-                continue
-        return alive
+        return [pid for pid in self.seen if running(pid)]
 
     def cleanup(self) -> None:
         self.descendants()
