@@ -267,26 +267,42 @@ def _raise_alarm_fired(signum, frame):
 
 
 class _CatchAlarm(Plugin):
+    """Catches its own alarm, then waits at a gate: outcomes before it must not wait too."""
+
     name = "catch_alarm"
+
+    def __init__(self, gate_fd: int) -> None:
+        self.gate_fd = gate_fd
 
     def process(self, data, ctx):
         try:
             return _Alarm().process(data, ctx)
         except _AlarmFired:
+            os.read(self.gate_fd, 1)
             return "fired"
 
 
 def test_a_plugin_that_uses_sigalrm_keeps_it_and_outcomes_are_then_not_held():
-    worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm()},
-                           child_setup=lambda: signal.signal(signal.SIGALRM, _raise_alarm_fired))
+    gate_r, gate_w = os.pipe()
+
+    def child_setup():
+        os.close(gate_w)
+        signal.signal(signal.SIGALRM, _raise_alarm_fired)
+
+    worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm(gate_r)}, child_setup=child_setup)
     try:
         worker.send(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
-        first = _read_outcomes(worker.up_r, 2)
-        assert [(m["id"], m["r"]) for m in first] == [("j0", "{}"), ("j1", '"fired"')]
-        assert [m["id"] for m in _read_outcomes(worker.up_r, 4)] == ["j2", "j3", "j4", "j5"]
+        first = _read_outcomes(worker.up_r, 1)  # j1 is at its gate: nothing holds j0 back
+        assert [(m["id"], m["r"]) for m in first] == [("j0", "{}")] and worker.counter.value == 2
+        os.write(gate_w, b"x")
+        rest = _read_outcomes(worker.up_r, 5)
+        assert [(m["id"], m["r"]) for m in rest] == [("j1", '"fired"')] + [(f"j{i}", "{}")
+                                                                           for i in range(2, 6)]
         assert worker.finish() == 0
     finally:
         worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
 
 
 @pytest.mark.parametrize("fields", [
