@@ -3,7 +3,7 @@ what a round trip to Redis costs on this machine after an idle gap.
 
     .venv/bin/python scripts/latency_probe.py [--samples 300]
 
-Prints medians (and p10/p90) of: a PING after a 5-20 ms gap and back to back; the
+Prints medians (and p10/p90/p99/max) of: a PING after a 5-20 ms gap and back to back; the
 enqueue script's own time in Redis (INFO commandstats) with gaps and back to back;
 then, with a warmed-up supervisor of 2 workers, the enqueue call, enqueue to the
 job's start (what scripts/bench_supervisor.py reports), and the call's return to
@@ -37,7 +37,8 @@ def gap() -> None:
 def show(name: str, seconds: list[float]) -> None:
     v = sorted(seconds)
     print(f"  {name:34} p50 {statistics.median(v) * 1e3:6.3f} ms   p10 {v[len(v) // 10] * 1e3:6.3f}"
-          f"   p90 {v[9 * len(v) // 10] * 1e3:6.3f}")
+          f"   p90 {v[9 * len(v) // 10] * 1e3:6.3f}   p99 {v[99 * len(v) // 100] * 1e3:6.3f}"
+          f"   max {v[-1] * 1e3:6.3f}")
 
 
 def timed(call: Callable[[], object], samples: int, with_gaps: bool) -> list[float]:
