@@ -40,6 +40,7 @@ class ClaimedJob(NamedTuple):
     timeout: float | None = None
     memory_limit: int | None = None
     failures: int = 0
+    score: str = ""  # its place in the queue when claimed ('' = unknown): where it goes back
 
 
 @dataclass(frozen=True)

@@ -78,10 +78,10 @@ def _claimed_jobs(queue: str, flat: Sequence[Any]) -> list[ClaimedJob]:
     """Claim replies: per job a metadata string (fields joined by \\x1f) and the data."""
     jobs = []
     for i in range(0, len(flat), 2):
-        job_id, attempt, plugin, timeout, memory, failures = _s(flat[i]).split("\x1f")
+        job_id, attempt, plugin, timeout, memory, failures, score = _s(flat[i]).split("\x1f")
         jobs.append(ClaimedJob(job_id, queue, int(attempt), plugin, _s(flat[i + 1]),
                                float(timeout) if timeout else None,
-                               int(float(memory)) if memory else None, int(failures or 0)))
+                               int(float(memory)) if memory else None, int(failures or 0), score))
     return jobs
 
 
@@ -576,7 +576,7 @@ class RedisEngine(RedisRegistry, Engine):
                 qk = keys.QueueKeys(queue)
                 args: list[Any] = [qk.prefix, self._now_ms(), holder]
                 for job in held:
-                    args += [job.id, job.attempt]
+                    args += [job.id, job.attempt, job.score]
                 given += sum(int(x) for x in self._run("give_back", qk.running, args))
         return given
 

@@ -392,6 +392,24 @@ def test_give_back_counts_no_failure(engine: RedisEngine) -> None:
     assert all(c.failures == 0 for c in again)
 
 
+def test_jobs_given_back_return_to_their_place_in_the_queue(engine: RedisEngine) -> None:
+    """Jobs a supervisor claimed ahead and gives back unrun go before what was enqueued
+    since, and in their old order; one whose place is unknown goes to the back."""
+    engine.enqueue_many([job("a"), job("b"), job("c")])
+    held = claim(engine, 2)
+    engine.enqueue_many([job("d"), job("urgent", priority=5)])
+    assert [c.id for c in held] == ["a", "b"] and all(c.score for c in held)
+    assert engine.give_back("sup-a", [held[1], held[0]]) == 2
+    assert [c.id for c in claim(engine, 5)] == ["urgent", "a", "b", "c", "d"]
+
+
+def test_a_job_given_back_without_its_place_goes_to_the_back(engine: RedisEngine) -> None:
+    engine.enqueue_many([job("a"), job("b")])
+    first = claim_one(engine)
+    assert engine.give_back("sup-a", [first._replace(score="")]) == 1
+    assert [c.id for c in claim(engine, 2)] == ["b", "a"]
+
+
 def test_give_back_of_a_job_no_longer_ours(engine: RedisEngine) -> None:
     engine.enqueue(job("a", backoff=0))
     old = claim_one(engine, holder="sup-a")

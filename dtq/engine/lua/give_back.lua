@@ -1,15 +1,22 @@
--- give_back: return claimed jobs unrun (graceful stop); no failure is counted.
--- KEYS[1] running set. ARGV: prefix, now_ms, holder, then pairs: id, attempt.
+-- give_back: return claimed jobs unrun (a stop, or jobs claimed ahead that no worker
+-- took in time); no failure is counted.
+-- KEYS[1] running set. ARGV: prefix, now_ms, holder, then triples: id, attempt, score
+-- (the job's ready score when claimed, '' if unknown: then it goes to the back).
 -- Returns 1 (given back) or 0 (no longer ours) per job.
 local prefix, now, holder = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
-for i = 4, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   local jkey = prefix .. 'job:' .. id
   if is_current(jkey, ARGV[i + 1], holder) then
     redis.call('ZREM', prefix .. 'running', id)
     redis.call('HSET', jkey, 'holder', '')
-    make_available(prefix, id, jkey, nil, now)
+    if ARGV[i + 2] ~= '' then  -- back to its place, ahead of what was enqueued since
+      redis.call('ZADD', prefix .. 'ready', ARGV[i + 2], id)
+      redis.call('HSET', jkey, 'state', 'queued')
+    else
+      make_available(prefix, id, jkey, nil, now)
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

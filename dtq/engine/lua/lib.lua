@@ -121,8 +121,10 @@ local function is_current(jkey, attempt, holder)
 end
 
 -- Take up to `count` ready jobs for `holder` under a lease: the claim itself.
--- Appends to `out` per job: "id\31attempt\31plugin\31timeout\31memory_limit\31failures",
--- data (ids, plugins and numbers never hold \31). Returns how many were taken.
+-- Appends to `out` per job: "id\31attempt\31plugin\31timeout\31memory_limit\31failures
+-- \31score", data (ids, plugins and numbers never hold \31). The score is the job's place
+-- in the ready set, as Redis wrote it: a job given back unrun returns to that place.
+-- Returns how many were taken.
 -- Numbers go to Redis as text made once per call: Redis formats every Lua number
 -- argument with %.17g, which cost more than the rest of the claim.
 local function take_ready(prefix, holder, count, lease, now, out)
@@ -142,7 +144,7 @@ local function take_ready(prefix, holder, count, lease, now, out)
       leases[#leases + 1] = until_text
       leases[#leases + 1] = id
       out[#out + 1] = id .. '\31' .. attempt .. '\31' .. f[1] .. '\31' .. (f[3] or '') .. '\31' ..
-                      (f[4] or '') .. '\31' .. (f[5] or '0')
+                      (f[4] or '') .. '\31' .. (f[5] or '0') .. '\31' .. popped[i + 1]
       out[#out + 1] = f[2]
     end
   end
