@@ -60,9 +60,10 @@ class RedisSteps:
         """Send claimed jobs to workers with room; counters after the write, which is what
         an idle worker waits for."""
         cap = self.capacity()
+        took = False
         for w in self.pool.workers.values():
             if not self.local:
-                return
+                break
             sent: list[str] = []
             room = self.room(w, cap)
             while self.local and w.alive and len(w.jobs) < room:
@@ -73,10 +74,36 @@ class RedisSteps:
                 self.pool.send(w, a)
                 sent.append(job.plugin)
             if sent:
+                took = True
                 self.pool.flush(w)
                 self.counters["started"] += len(sent)
                 for plugin in sent:
                     self.metrics.job_started(plugin)
+        self.bound_held_ahead(took)
+
+    def hold_ahead_limit(self) -> float:
+        """How long jobs claimed ahead may wait with no worker taking any: ten batch windows
+        (20 ms by default), far longer than a batch of short jobs takes."""
+        return 10 * self.settings.batch_window
+
+    def bound_held_ahead(self, took: bool) -> None:
+        """Jobs claimed ahead for short-job batches are held from other supervisors only
+        while the workers keep taking them. When none did for ``hold_ahead_limit`` (the
+        jobs turned out long), they go back to their places in the queue, and batching
+        stops until jobs are short again, so that they are not claimed ahead at once."""
+        if not self.local:
+            self.local_stuck_since = None
+            return
+        now = self.os.monotonic()
+        if took or self.local_stuck_since is None:  # they wait from the last take on
+            self.local_stuck_since = now
+        elif now - self.local_stuck_since >= self.hold_ahead_limit():
+            log.info("giving back %d jobs claimed ahead: no worker took one for %.0f ms",
+                     len(self.local), (now - self.local_stuck_since) * 1000)
+            self.giveback.extend(self.local)
+            self.local.clear()
+            self.local_stuck_since = None
+            self.avg_wall = max(self.avg_wall, self.settings.batch_window)
 
     def job_timeout(self, job: ClaimedJob) -> float | None:
         timeout = job.timeout or self.settings.timeout

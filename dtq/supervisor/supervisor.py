@@ -52,6 +52,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.state = State.RUNNING
         self.target_workers = max(0, settings.workers)
         self.local: deque[ClaimedJob] = deque()  # claimed, leased, not yet sent to a worker
+        self.local_stuck_since: float | None = None  # the last time a worker took some of them
         self.outbox: list[Outcome] = []  # outcomes waiting to reach Redis
         self.outbox_since = 0.0
         self.finishing = 0  # finish calls in flight (their outcomes are no longer in outbox)
@@ -131,6 +132,10 @@ class Supervisor(WorkerSteps, RedisSteps):
                 times.append(self.outbox_since + self.settings.batch_window)
             if self.unknown_check_at is not None:
                 times.append(self.unknown_check_at)
+            if self.local_stuck_since is not None:
+                times.append(self.local_stuck_since + self.hold_ahead_limit())
+            if self.giveback:  # given back in the next tick's deliver
+                times.append(now)
         elif self.health.retry_at is not None:  # Redis away: nothing of it is due before
             times.append(self.health.retry_at)
         if self.busy_workers():

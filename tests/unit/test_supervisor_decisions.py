@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 from fakes import SIGKILL, SIGSEGV, SIGTERM, FakeOS, exited, signalled
@@ -21,9 +22,25 @@ from dtq.supervisor.supervisor import State, Supervisor
 
 @pytest.fixture
 def world(fake_redis):
+    yield from _world(RedisEngine(client=fake_redis, clock=(fake_os := FakeOS()).time,
+                                  defaults=Defaults(max_attempts=1, backoff=0.0)), fake_os)
+
+
+@pytest.fixture
+def real_world(redis_url):
+    """The same on a real server (the tests' own redis-server)."""
     fake_os = FakeOS()
-    engine = RedisEngine(client=fake_redis, clock=fake_os.time,
-                         defaults=Defaults(max_attempts=1, backoff=0.0))
+    engine = RedisEngine(redis_url, clock=fake_os.time, defaults=Defaults(max_attempts=1, backoff=0.0))
+    yield from _world(engine, fake_os)
+    engine.client.close()
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def any_world(request):
+    return request.getfixturevalue("world" if request.param == "fakeredis" else "real_world")
+
+
+def _world(engine, fake_os):
     made = []
 
     def make(**overrides) -> Supervisor:
@@ -503,6 +520,72 @@ def test_scaled_to_zero_it_gives_back_the_jobs_it_claimed_ahead(world):
     assert not sup.local and not sup.live_count()  # the worker retires after its batch
     stats = engine.stats("default")
     assert stats["running"] == 0 and stats["ready"] == 200 - len(in_pipe)
+
+
+def _claimed_ahead(world, jobs: int = 200):
+    """One worker with a batch of very short jobs in its pipe and more claimed ahead."""
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5
+    ids = [engine.enqueue(build_job("noop", {"i": i})).id for i in range(jobs)]
+    sup.tick()
+    settle(sup, lambda: sup.local)
+    (pid,) = sup.pool.workers
+    in_pipe = jobs_sent(fake_os, pid)
+    assert in_pipe and sup.local
+    return sup, pid, in_pipe, ids
+
+
+def settle(sup: Supervisor, done=lambda: True, timeout: float = 5.0) -> None:
+    """Tick until ``done()`` with no call to Redis in flight (a real server answers the
+    supervisor's calls a moment later; fakeredis at once). The fake clock stands still."""
+    deadline = time.monotonic() + timeout
+    sup.tick()
+    while not (done() and not sup.claim_out and not sup.finishing and not sup.giveback):
+        assert time.monotonic() < deadline, "the supervisor did not settle"
+        time.sleep(0.002)
+        sup.tick()
+
+
+def test_jobs_claimed_ahead_go_back_to_their_places_when_no_worker_takes_one_in_time(any_world):
+    """Short jobs that turn out long (the worker is still on its batch) must not hold the
+    jobs claimed behind them from other supervisors for more than a few milliseconds."""
+    fake_os, engine, _ = any_world
+    sup, pid, in_pipe, ids = _claimed_ahead(any_world)
+    limit = sup.hold_ahead_limit()
+    assert limit <= 0.02
+    fake_os.advance(limit / 2)
+    settle(sup)
+    assert sup.local and 0 < sup.next_wakeup() <= limit / 2 + 1e-9  # woken for the deadline
+    fake_os.advance(limit / 2 + 1e-6)
+    sup.tick()
+    assert not sup.local and sup.next_wakeup() == 0.0  # given back at the next tick
+    settle(sup)
+    stats = engine.stats("default")
+    assert (stats["running"], stats["ready"]) == (len(in_pipe), 200 - len(in_pipe))
+    assert sup.capacity() == 1 and sup.batch_size() == 0  # no claiming ahead while they run long
+    for _ in range(3):
+        settle(sup)
+    assert not sup.local and engine.stats("default")["running"] == len(in_pipe)
+    first_back = engine.claim("default", "other-sup", 1, 30.0).jobs[0]
+    assert first_back.id == ids[len(in_pipe)]  # the queue's order is kept
+
+
+def test_jobs_claimed_ahead_stay_while_the_workers_keep_taking_them(any_world):
+    fake_os, engine, _ = any_world
+    sup, pid, in_pipe, _ = _claimed_ahead(any_world)
+    limit = sup.hold_ahead_limit()
+    for _ in range(3):  # each batch takes a little less than the limit
+        fake_os.advance(limit * 0.9)
+        settle(sup)
+        assert sup.local
+        for job in in_pipe:
+            report(fake_os, pid, job)
+        settle(sup)
+        in_pipe = jobs_sent(fake_os, pid)
+        assert in_pipe  # the worker took the next batch from what was claimed ahead
+    stats = engine.stats("default")
+    assert stats["running"] + stats["done"] == 200 - stats["ready"] and stats["ready"] < 200
 
 
 def test_a_refused_fork_backs_off_instead_of_ending_the_supervisor(world, monkeypatch):
