@@ -163,8 +163,9 @@ def _history_line(rec: dict[str, Any]) -> str:
         return f"  note: {rec.get('reason') or rec['event']}"
     figures = ""
     if "wall" in rec:
-        mib = (rec.get("peak_rss") or 0) / 2**20
-        figures = f"wall {rec['wall']:.3f} s, cpu {rec.get('cpu', 0):.3f} s, peak {mib:.1f} MiB"
+        # attempts of 5 ms or less are not measured (two /proc reads would double a no-op)
+        peak = f"{rss / 2**20:.1f} MiB" if (rss := rec.get("peak_rss")) else "not measured"
+        figures = f"wall {rec['wall']:.3f} s, cpu {rec.get('cpu', 0):.3f} s, peak {peak}"
     outcome = f" - {rec['reason']}" if rec.get("reason") else " - done"
     return f"  attempt {rec.get('attempt', '?')}: {figures}{outcome}"
 

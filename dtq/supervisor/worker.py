@@ -111,6 +111,7 @@ class Worker:
         # blocked in a read or a sleep runs the handler at once, then resumes (PEP 475).
         if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
             signal.signal(signal.SIGALRM, self._on_alarm)
+        _peak_rss()  # the first job's peak starts here, not at the supervisor's
         try:
             while (message := self._next_message()) is not None and message.get("t") == "job":
                 if self._run(message) == "exit":
@@ -227,7 +228,7 @@ class Worker:
                 self._limit_data(None)
         wall = time.perf_counter() - t0
         self._cpu_at_end = _cpu()
-        cpu, rss = self._cpu_at_end - c0, _rss() if wall > 0.005 else 0
+        cpu, rss = self._cpu_at_end - c0, _peak_rss() if wall > 0.005 else 0
         # Outcomes of a batch go out twice: at its half, so that the supervisor sends the
         # next batch while this one still runs (the worker never waits for it), and at its end.
         hold = len(self._backlog) > 0 and verdict != "exit"
@@ -262,6 +263,8 @@ class Worker:
             text = _RESULT_ENCODER.encode(result)
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"plugin returned a result that is not JSON: {exc}") from None
+        except RecursionError:  # nested deeper than the encoder goes: as unfit, for good
+            raise PermanentJobError("plugin returned a result that is not JSON: nested too deeply") from None
         if len(text) > MAX_FRAME // 2:
             raise PermanentJobError(f"plugin returned a result of {len(text)} bytes "
                                     f"(limit {MAX_FRAME // 2})")
@@ -303,12 +306,24 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _rss() -> int:
+def _peak_rss() -> int:
+    """The worker's peak resident memory since the last call, and a fresh start for the
+    next (the kernel's high-water mark VmHWM, reset by writing 5 to clear_refs, Linux
+    4.0+): memory a job took and freed before it returned still counts. Only jobs over
+    5 ms pay the two /proc calls; the peak of those in between counts towards the next
+    one measured. 0 where /proc cannot tell."""
+    peak = 0
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+                    break
+        with open("/proc/self/clear_refs", "wb") as f:
+            f.write(b"5")
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return peak
 
 
 def _vm_data() -> int:

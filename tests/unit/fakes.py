@@ -13,7 +13,8 @@ class FakeOS(OSLayer):
         self.now = 1000.0
         self.wall = 1_700_000_000.0
         self.next_pid = 5000
-        self.signals: list[tuple[int, int]] = []
+        self.signals: list[tuple[int, int]] = []  # (pid or pgid, signal), from kill and killpg alike
+        self.calls: list[tuple[str, int, int]] = []  # the same, saying which: ("killpg", pgid, sig)
         self.dead: list[tuple[int, int]] = []
         self.rss: dict[int, int] = {}
         self.child_ends: dict[int, tuple[int, int]] = {}  # pid -> (job pipe read end, result write end)
@@ -49,9 +50,11 @@ class FakeOS(OSLayer):
 
     def killpg(self, pgid: int, sig: int) -> None:
         self.signals.append((pgid, sig))
+        self.calls.append(("killpg", pgid, sig))
 
     def kill(self, pid: int, sig: int) -> None:
         self.signals.append((pid, sig))
+        self.calls.append(("kill", pid, sig))
 
     def die(self, pid: int, status: int) -> None:
         """Make a worker 'exit': its result pipe closes and reap reports it."""

@@ -1,0 +1,398 @@
+"""Gaps in the supervisor's and the worker's tests: kills reach a worker's whole process
+group, and the plugin contract as a real forked worker keeps it (results that are not
+JSON, ctx.logger, the figures of an attempt)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import select
+import signal
+import sys
+import time
+
+import pytest
+from fakes import SIGKILL, SIGTERM, FakeOS
+
+from dtq.cli.logs import setup_logging
+from dtq.engine.base import Defaults
+from dtq.engine.redis_engine import RedisEngine
+from dtq.job import build_job
+from dtq.plugin import Plugin
+from dtq.supervisor.messages import FrameReader, encode_job
+from dtq.supervisor.settings import SupervisorSettings
+from dtq.supervisor.supervisor import Supervisor
+from dtq.supervisor.worker import Worker, prepare_child
+
+_MIB = 2**20
+NOT_JSON = "plugin returned a result that is not JSON: "
+
+
+# --- kills go to the process group -----------------------------------------------------
+
+@pytest.fixture
+def world(fake_redis):
+    fake_os = FakeOS()
+    engine = RedisEngine(client=fake_redis, clock=fake_os.time,
+                         defaults=Defaults(max_attempts=1, backoff=0.0))
+
+    def make(**overrides) -> Supervisor:
+        settings = SupervisorSettings(name="test-sup", workers=overrides.pop("workers", 1),
+                                      poll=0.5, kill_grace=2.0, **overrides)
+        return Supervisor(settings, engine, plugins={}, os_layer=fake_os)
+
+    yield fake_os, engine, make
+    fake_os.close_all()
+
+
+def frames_sent(fake_os: FakeOS, pid: int) -> bytes:
+    """The bytes the supervisor has written to the worker's job pipe so far."""
+    fd = fake_os.child_ends[pid][0]
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def start_one(world, **job_options):
+    """A one-worker supervisor that has sent its worker one job: (sup, pid, job frame, job)."""
+    fake_os, engine, make = world
+    sup = make()
+    job = build_job("noop", {"n": 1}, options=job_options)
+    engine.enqueue(job)
+    sup.tick()  # forks the worker
+    sup.tick()  # claims and sends the job
+    (pid,) = sup.pool.workers
+    frame = frames_sent(fake_os, pid)
+    (sent,) = FrameReader().feed(frame)
+    assert sent["id"] == job.id
+    return sup, pid, frame, job
+
+
+def test_a_timeout_signals_the_workers_process_group_softly_then_hard(world):
+    """Whatever the job started (a shell, a converter) dies with it: both the soft signal
+    and the kill after the grace go to the group, never to the worker's pid alone."""
+    fake_os, engine, _ = world
+    sup, pid, _, job = start_one(world, timeout=5)
+    fake_os.advance(5.1)
+    sup.tick()
+    assert fake_os.calls == [("killpg", pid, SIGTERM)]
+    assert engine.status(job.id, "default").error == "timeout after 5 s"
+    fake_os.advance(sup.settings.kill_grace + 0.1)
+    sup.tick()
+    assert fake_os.calls == [("killpg", pid, SIGTERM), ("killpg", pid, SIGKILL)]
+    sup.tick()
+    assert len(fake_os.calls) == 2  # the hard kill is sent once
+
+
+def test_a_memory_breach_kills_the_workers_process_group(world):
+    fake_os, engine, _ = world
+    sup, pid, _, job = start_one(world, memory_limit="100M")
+    fake_os.rss[pid] = 250 * _MIB
+    fake_os.advance(0.2)
+    sup.tick()
+    assert fake_os.calls == [("killpg", pid, SIGKILL)]
+    assert engine.status(job.id, "default").error.startswith("memory limit exceeded")
+
+
+def test_a_worker_leads_its_own_process_group():
+    """killpg(worker pid) reaches the worker's group only because prepare_child (run right
+    after the fork) makes the worker a group leader, apart from the supervisor's group."""
+    r, w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            prepare_child((w,), parent)
+            os.write(w, f"{os.getpid()} {os.getpgrp()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 10)[0], "the child wrote nothing in 10 s"
+        child, group = map(int, os.read(r, 100).split())
+    finally:
+        os.close(r)
+        _reap(pid)
+    assert child == pid and group == pid and group != os.getpgrp()
+
+
+# --- a real worker in a forked child ---------------------------------------------------
+
+def _reap(pid: int, timeout: float = 10.0) -> int:
+    """Wait for the child at most ``timeout`` s (then kill it); its exit code."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not exit within {timeout} s")
+
+
+class _RealWorker:
+    """Worker.serve() in a forked child prepared as Pool._child prepares one (its own
+    process group, only its pipes and the standard streams left open), its stderr a pipe
+    the test reads. With ``log_format`` its logging is set up as `dtq supervise` sets it
+    up before forking (a handler on stderr)."""
+
+    def __init__(self, plugins: dict[str, Plugin], log_format: str | None = None) -> None:
+        self.down_r, self.down_w = os.pipe()
+        self.up_r, self.up_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        parent = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the worker
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, not the worker's
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                os.dup2(self.err_w, 2)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+                if log_format:
+                    setup_logging("info", log_format)
+                prepare_child((self.down_r, self.up_w), parent)
+                Worker(self.down_r, self.up_w, plugins).serve()
+            finally:
+                os._exit(70)
+        for fd in (self.down_r, self.up_w, self.err_w):
+            os.close(fd)
+        self.raw = bytearray()
+
+    def send(self, frames: bytes) -> None:
+        os.write(self.down_w, frames)
+
+    def run(self, *jobs: tuple[str, object], timeout: float = 10.0) -> list[dict]:
+        """Send jobs (plugin, data) as j0, j1, ... and read one outcome for each."""
+        self.send(b"".join(encode_job(f"j{i}", "q", 1, plugin, json.dumps(data), None, None)
+                           for i, (plugin, data) in enumerate(jobs)))
+        return self.outcomes(len(jobs), timeout)
+
+    def outcomes(self, want: int, timeout: float = 10.0) -> list[dict]:
+        reader, got, deadline = FrameReader(), [], time.monotonic() + timeout
+        while len(got) < want:
+            left = deadline - time.monotonic()
+            assert left > 0, f"only {len(got)} of {want} outcomes arrived in {timeout} s"
+            if select.select([self.up_r], [], [], left)[0]:
+                chunk = os.read(self.up_r, 1 << 16)
+                assert chunk, f"the worker closed its pipe after {len(got)} outcomes"
+                self.raw += chunk
+                got += reader.feed(chunk)
+        return got
+
+    def finish(self) -> tuple[int, str]:
+        """Close its job pipe (it exits between jobs); its exit code and all it wrote to stderr."""
+        os.close(self.down_w)
+        self.down_w = -1
+        pid, self.pid = self.pid, 0
+        code = _reap(pid)
+        err = bytearray()
+        while select.select([self.err_r], [], [], 5)[0] and (chunk := os.read(self.err_r, 1 << 16)):
+            err += chunk
+        return code, err.decode(errors="replace")
+
+    def close(self) -> None:
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        for fd in (self.down_w, self.up_r, self.err_r):
+            if fd >= 0:
+                os.close(fd)
+
+
+@pytest.fixture
+def real_worker():
+    made: list[_RealWorker] = []
+
+    def make(plugins: dict[str, Plugin], log_format: str | None = None) -> _RealWorker:
+        made.append(_RealWorker(plugins, log_format))
+        return made[-1]
+
+    yield make
+    for worker in made:
+        worker.close()
+
+
+class _Echo(Plugin):
+    name = "echo"
+
+    def process(self, data, ctx):
+        return data
+
+
+class _Opaque:
+    pass
+
+
+class _Returns(Plugin):
+    """Returns what data['kind'] names: values json.dumps refuses."""
+
+    name = "returns"
+    VALUES = {"set": lambda: {1, 2}, "object": _Opaque, "nan": lambda: math.nan,
+              "tuple_key": lambda: {(1, 2): "x"}, "bytes": lambda: b"raw", "deep": lambda: _deep(100_000)}
+
+    def process(self, data, ctx):
+        return self.VALUES[data["kind"]]()
+
+
+@pytest.mark.parametrize(("kind", "says"), [
+    ("set", "Object of type set is not JSON serializable"),
+    ("object", "Object of type _Opaque is not JSON serializable"),
+    ("bytes", "Object of type bytes is not JSON serializable"),
+    ("nan", "Out of range float values are not JSON compliant"),
+    ("tuple_key", "keys must be str, int, float, bool or None, not tuple"),
+    ("deep", "nested too deeply"),  # RecursionError in the encoder: unfit for good too
+])
+def test_a_result_that_is_not_json_fails_the_job_for_good_and_the_worker_goes_on(
+        real_worker, kind: str, says: str):
+    worker = real_worker({"returns": _Returns(), "echo": _Echo()})
+    bad, after = worker.run(("returns", {"kind": kind}), ("echo", {"still": "here"}))
+    assert (bad["t"], bad["id"], bad.get("perm")) == ("err", "j0", True)
+    assert bad["e"].startswith(NOT_JSON) and says in bad["e"], bad["e"]
+    assert "r" not in bad
+    assert (after["t"], after["id"], json.loads(after["r"])) == ("ok", "j1", {"still": "here"})
+    code, _ = worker.finish()
+    assert code == 0
+
+
+def _deep(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class _SetForNoop(Plugin):
+    name = "noop"
+
+    def process(self, data, ctx):
+        return {"seen": set(data)}
+
+
+def test_the_supervisor_makes_a_result_that_is_not_json_dead_without_retries(world, real_worker):
+    """End to end in one process: the supervisor's own job frame goes to a real worker,
+    whose outcome frame goes back to the supervisor. Attempts are left, yet none is made."""
+    fake_os, engine, _ = world
+    sup, pid, frame, job = start_one(world, max_attempts=3)
+    worker = real_worker({"noop": _SetForNoop()})
+    worker.send(frame)
+    worker.outcomes(1)
+    os.write(fake_os.child_ends[pid][1], bytes(worker.raw))
+    sup.tick()
+    status = engine.status(job.id, "default")
+    assert status.state == "dead" and status.failures == 1 and len(status.history) == 1
+    assert status.error == NOT_JSON + "Object of type set is not JSON serializable"
+    assert fake_os.calls == []  # a refused result is an outcome, not a reason to kill
+    assert worker.finish()[0] == 0
+
+
+class _Chatter(Plugin):
+    name = "chatter"
+
+    def process(self, data, ctx):
+        ctx.logger.info("converting %s", data["file"])
+        ctx.logger.debug("too fine to show at level info")
+        ctx.logger.warning("%s looks odd", data["file"])
+        return "converted"
+
+
+PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<name>\S+): "
+                        r"(?P<msg>.*)$")
+
+
+def test_ctx_logger_lines_reach_the_workers_stderr_under_the_plugins_name(real_worker):
+    worker = real_worker({"chatter": _Chatter()}, log_format="plain")
+    (outcome,) = worker.run(("chatter", {"file": "a.png"}))
+    assert outcome["t"] == "ok" and json.loads(outcome["r"]) == "converted"  # the pipe stays clean
+    code, err = worker.finish()
+    assert code == 0
+    lines = [m.groupdict() for m in map(PLAIN_LINE.match, err.splitlines()) if m]
+    assert lines == [{"level": "INFO", "name": "dtq.plugin.chatter", "msg": "converting a.png"},
+                     {"level": "WARNING", "name": "dtq.plugin.chatter", "msg": "a.png looks odd"}], err
+
+
+def test_ctx_logger_lines_in_json_name_the_plugin(real_worker):
+    worker = real_worker({"chatter": _Chatter(), "echo": _Echo()}, log_format="json")
+    worker.run(("echo", {}), ("chatter", {"file": "b.png"}))
+    code, err = worker.finish()
+    assert code == 0
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(r["level"], r["logger"], r["msg"]) for r in records] == [
+        ("info", "dtq.plugin.chatter", "converting b.png"),
+        ("warning", "dtq.plugin.chatter", "b.png looks odd")], err
+
+
+def test_ctx_logger_is_the_plugins_own_logger(real_worker):
+    """What the worker hands a plugin is logging.getLogger('dtq.plugin.<name>'): handlers
+    or levels an operator sets on that name apply to it."""
+
+    class _Whose(Plugin):
+        name = "whose"
+
+        def process(self, data, ctx):
+            return [ctx.logger.name, ctx.logger is logging.getLogger("dtq.plugin.whose")]
+
+    worker = real_worker({"whose": _Whose()})
+    (outcome,) = worker.run(("whose", {}))
+    assert json.loads(outcome["r"]) == ["dtq.plugin.whose", True]
+    assert worker.finish()[0] == 0
+
+
+class _Nap(Plugin):
+    """Sleeps data['seconds'], then returns or (data['fail']) raises."""
+
+    name = "nap"
+
+    def process(self, data, ctx):
+        time.sleep(data["seconds"])
+        if data.get("fail"):
+            raise RuntimeError("woke up cross")
+        return "rested"
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["done", "failed"])
+def test_an_attempt_longer_than_5_ms_reports_plausible_figures(real_worker, fail: bool):
+    worker = real_worker({"nap": _Nap()})
+    before = time.time()
+    (outcome,) = worker.run(("nap", {"seconds": 0.05, "fail": fail}))
+    after = time.time()
+    assert outcome["t"] == ("err" if fail else "ok"), outcome
+    wall, cpu, rss = float(outcome["wall"]), float(outcome["cpu"]), int(outcome["rss"])
+    assert 0.05 <= wall < after - before + 0.01
+    assert 0.0 <= cpu <= wall + 0.02  # os.times() counts in clock ticks: a tick or two of slack
+    assert _MIB < rss < 10 * 2**30
+    if not fail:
+        started, finished = float(outcome["started"]), float(outcome["finished"])
+        assert before - 0.01 <= started < finished <= after + 0.01
+        assert abs((finished - started) - wall) < 0.02
+    assert worker.finish()[0] == 0
+
+
+class _Burst(Plugin):
+    """Touches data['mib'] MiB, frees it, then naps: its peak is past by the time it returns."""
+
+    name = "burst"
+
+    def process(self, data, ctx):
+        block = bytearray(data["mib"] * _MIB)
+        for i in range(0, len(block), 4096):  # every page resident
+            block[i] = 1
+        del block
+        time.sleep(0.02)
+        return "done"
+
+
+def test_the_reported_peak_is_each_jobs_own_high_water_mark(real_worker):
+    """Memory a job took and gave back before returning counts in its peak, and the next
+    job's peak starts afresh."""
+    worker = real_worker({"burst": _Burst(), "nap": _Nap()})
+    big, small = worker.run(("burst", {"mib": 200}), ("nap", {"seconds": 0.02}))
+    assert int(big["rss"]) >= 200 * _MIB
+    assert _MIB < int(small["rss"]) < 100 * _MIB
+    assert worker.finish()[0] == 0
