@@ -30,6 +30,9 @@ def register(commands: Any) -> None:
     p.add_argument("--memory-breaches", type=int, default=1,
                    help="consecutive readings over the limit before a kill (ignores spikes)")
     p.add_argument("--idle-memory-limit", help="recycle a worker whose idle RSS exceeds this")
+    p.add_argument("--idle-memory-growth", default="256M",
+                   help="recycle a worker whose idle RSS grew by more than this since its first "
+                        "job (default 256M; 0 = never)")
     p.add_argument("--max-file-size", help="largest file a worker may write, e.g. 1G (RLIMIT_FSIZE)")
     p.add_argument("--memory-sample", type=float, default=0.1,
                    help="seconds between memory readings of busy workers")
@@ -70,6 +73,8 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
         max_file_size=parse_size(args.max_file_size, "--max-file-size") if args.max_file_size else None,
         idle_memory_limit=parse_size(args.idle_memory_limit, "--idle-memory-limit")
         if args.idle_memory_limit else None,
+        idle_memory_growth=None if args.idle_memory_growth.strip() == "0"
+        else parse_size(args.idle_memory_growth, "--idle-memory-growth"),
         max_jobs_per_worker=args.max_jobs_per_worker, lease=args.lease, heartbeat=args.heartbeat,
         poll=args.poll, grace=args.grace, kill_grace=args.kill_grace, burst=args.burst,
         allow_paths=list(args.allow_path), user=args.user, group=args.group,

@@ -74,6 +74,8 @@ class WorkerHandle:
     shrink_marked: bool = False  # a shrink told it to leave after its jobs; a regrow may undo it
     limit_before_shrink: int | None = None  # its max_jobs before that
     sent: int = 0  # jobs sent to it
+    idle_rss_base: int = 0  # its idle memory after its first job: growth is counted from it
+    idle_checked_at: float = 0.0
 
     def started_count(self) -> int | None:
         return self.started.value if self.started is not None else None

@@ -31,6 +31,7 @@ class SupervisorSettings:
     memory_limit: int | None = None  # default per-job limit
     memory_breaches: int = 1  # consecutive readings over the limit before a kill
     idle_memory_limit: int | None = None  # recycle a worker whose idle RSS grew past this
+    idle_memory_growth: int | None = 256 * 2**20  # ... or grew by this since its first job
     max_file_size: int | None = None  # RLIMIT_FSIZE of workers
     max_jobs_per_worker: int | None = None  # recycle after N jobs (with +-10% jitter)
     lease: float = 30.0

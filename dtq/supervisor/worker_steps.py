@@ -150,8 +150,33 @@ class WorkerSteps:
     def _should_recycle(self, worker: WorkerHandle) -> bool:
         if worker.max_jobs and worker.jobs_done >= worker.max_jobs:
             return True
-        limit = self.settings.idle_memory_limit
-        return bool(limit and self.os.tree_rss(worker.pid) > limit)
+        return self._idle_memory_grew(worker)
+
+    IDLE_MEMORY_EVERY = 1.0  # seconds between idle readings of one worker
+
+    def _idle_memory_grew(self, worker: WorkerHandle) -> bool:
+        """Whether an idle worker holds memory a plugin leaked: more than
+        ``idle_memory_limit``, or ``idle_memory_growth`` more than after its first job
+        (plugins warm caches in their first job; what keeps growing after is a leak). Read
+        after the first job, then at most once a second per worker: a drain of short jobs
+        idles a worker after every batch and must not walk /proc each time."""
+        limit, growth = self.settings.idle_memory_limit, self.settings.idle_memory_growth
+        if not (limit or growth) or not worker.jobs_done:
+            return False
+        now = self.os.monotonic()
+        if worker.idle_rss_base and now - worker.idle_checked_at < self.IDLE_MEMORY_EVERY:
+            return False
+        worker.idle_checked_at = now
+        rss = self.os.tree_rss(worker.pid)
+        base = worker.idle_rss_base = worker.idle_rss_base or rss
+        if limit and rss > limit:
+            why = f"idle memory {format_bytes(rss)} > limit {format_bytes(limit)}"
+        elif growth and rss > base + growth:
+            why = f"idle memory grew from {format_bytes(base)} to {format_bytes(rss)}"
+        else:
+            return False
+        log.info("recycling worker %d: %s", worker.pid, why)
+        return True
 
     def done_record(self, a: Assignment, msg: dict[str, Any]) -> str:
         """`attempt_record` of a successful attempt, as JSON text: the drain hot path. The

@@ -113,3 +113,15 @@ def test_worker_whose_idle_memory_grew_is_recycled(start_supervisor, queue):
     start_supervisor("--workers", "1", "--idle-memory-limit", "100M", plugins=("Noop", "Leak"))
     leaked_in = queue.result(leak, timeout=20)["pid"]
     assert queue.result(after, timeout=20)["pid"] != leaked_in
+
+
+def test_worker_whose_idle_memory_keeps_growing_is_recycled_by_default(start_supervisor, queue):
+    """No option given: a worker that idles 256 MiB above where it idled after its first job
+    is replaced after the job that grew it; small growth is left alone."""
+    start_supervisor("--workers", "1", plugins=("Noop", "Leak"))
+    first = queue.result(queue.enqueue("leak", {"mib": 20}), timeout=20)["pid"]
+    time.sleep(1.1)  # idle readings of one worker are at most a second apart
+    assert queue.result(queue.enqueue("leak", {"mib": 50}), timeout=20)["pid"] == first
+    time.sleep(1.1)
+    assert queue.result(queue.enqueue("leak", {"mib": 300}), timeout=20)["pid"] == first
+    assert queue.result(queue.enqueue("noop", {}), timeout=20)["pid"] != first

@@ -675,3 +675,44 @@ def test_growing_again_keeps_busy_workers_a_shrink_had_marked_to_leave(world):
         report(fake_os, pid, job)
     sup.tick()
     assert all(w.alive for w in sup.pool.workers.values()) and len(sup.pool.workers) == 3
+
+
+def test_a_worker_whose_idle_memory_keeps_growing_is_recycled_after_its_job(world, caplog):
+    """The idle reading after the first job is the base (caches a plugin warms); the worker
+    is replaced once it idles more than --idle-memory-growth above it, read at most once a
+    second so that short jobs do not pay a /proc walk each."""
+    fake_os, engine, make = world
+    sup = make(workers=1, idle_memory_growth=100 * 2**20)
+    for i in range(5):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.tick()
+    (pid,) = sup.pool.workers
+
+    def finish_one(mib_after: int, after: float) -> None:
+        """The job in the worker's pipe ends ``after`` s on, leaving it ``mib_after`` MiB."""
+        sup.tick()
+        (sent,) = jobs_sent(fake_os, pid)
+        fake_os.advance(after)
+        fake_os.rss[pid] = mib_after * 2**20
+        report(fake_os, pid, sent)
+        sup.tick()
+
+    finish_one(300, after=0.5)  # a big first job's caches: the base, however large
+    assert sup.pool.workers[pid].idle_rss_base == 300 * 2**20
+    finish_one(390, after=1.0)  # grew, within the allowance
+    assert sup.pool.workers[pid].alive
+    finish_one(450, after=0.5)  # over it, but less than a second after the last reading
+    assert sup.pool.workers[pid].alive
+    with caplog.at_level("INFO", logger="dtq.supervisor"):
+        finish_one(460, after=1.0)
+    assert not sup.pool.workers[pid].alive  # retired after the job
+    assert "idle memory grew from 300.0 MiB to 460.0 MiB" in caplog.text
+
+
+def test_idle_memory_is_not_read_when_both_rules_are_off(world, monkeypatch):
+    fake_os, engine, make = world
+    sup, pid, sent, _ = start_one(world, settings={"idle_memory_growth": None})
+    monkeypatch.setattr(fake_os, "tree_rss", lambda pid: pytest.fail("read idle memory"))
+    report(fake_os, pid, sent)
+    sup.tick()
+    assert sup.pool.workers[pid].alive
