@@ -313,3 +313,52 @@ class Started(Plugin):
 
     def process(self, data: Any, ctx: JobContext) -> Any:
         return time.time()
+
+
+_CHILD_EATS = """
+import sys, time
+hold = []
+try:
+    for _ in range(int(sys.argv[1])):
+        hold.append(bytearray(1024 * 1024))
+        time.sleep(float(sys.argv[2]))
+except MemoryError:  # refused by the inherited RLIMIT_DATA: hold on, only a kill ends this
+    pass
+time.sleep(1000)
+"""
+
+
+class ChildEatsMemory(Plugin):
+    """Starts one child (data['how']: 'subprocess' or 'fork') that allocates data['mib'] MiB
+    in steps of data['step'] s and holds it (also when an allocation is refused: only a
+    kill ends it), while the worker only waits for the child.
+    Writes 'worker_pid child_pid' to data['pidfile'] (atomically) once the child exists."""
+
+    name = "child_eats_memory"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        mib, step = int(data.get("mib", 2000)), float(data.get("step", 0.003))
+        if data.get("how", "subprocess") == "fork":
+            pid = os.fork()
+            if pid == 0:  # the child: allocate, never return into the worker's loop
+                try:
+                    hold = []
+                    try:
+                        for _ in range(mib):
+                            hold.append(bytearray(1024 * 1024))
+                            time.sleep(step)
+                    except MemoryError:  # as in _CHILD_EATS: only a kill ends the child
+                        pass
+                    time.sleep(1000)
+                finally:
+                    os._exit(0)
+            wait = lambda: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])  # noqa: E731
+        else:
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD_EATS, str(mib), str(step)])
+            pid, wait = proc.pid, proc.wait
+        if data.get("pidfile"):
+            tmp = data["pidfile"] + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()} {pid}")
+            os.replace(tmp, data["pidfile"])
+        return {"child_exit": wait()}
