@@ -306,24 +306,33 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+_CLEAR_REFS = "/proc/self/clear_refs"
+_peak_resets = True  # False once the kernel refused a reset (a worker run as another user)
+
+
 def _peak_rss() -> int:
     """The worker's peak resident memory since the last call, and a fresh start for the
     next (the kernel's high-water mark VmHWM, reset by writing 5 to clear_refs, Linux
     4.0+): memory a job took and freed before it returned still counts. Only jobs over
     5 ms pay the two /proc calls; the peak of those in between counts towards the next
-    one measured. 0 where /proc cannot tell."""
-    peak = 0
+    one measured. Where the reset is refused (after --user, /proc/self belongs to root)
+    the mark would be the worker's whole life's: then the resident size now, as a lower
+    bound. 0 where /proc cannot tell."""
+    global _peak_resets
+    fields: dict[bytes, int] = {}
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
-                if line.startswith(b"VmHWM:"):
-                    peak = int(line.split()[1]) * 1024
-                    break
-        with open("/proc/self/clear_refs", "wb") as f:
-            f.write(b"5")
+                if line.startswith((b"VmHWM:", b"VmRSS:")):
+                    fields[line[:5]] = int(line.split()[1]) * 1024
+        if _peak_resets:
+            with open(_CLEAR_REFS, "wb") as f:
+                f.write(b"5")
+    except PermissionError:
+        _peak_resets = False
     except (OSError, ValueError, IndexError):
         pass
-    return peak
+    return fields.get(b"VmHWM" if _peak_resets else b"VmRSS", 0)
 
 
 def _vm_data() -> int:

@@ -396,3 +396,28 @@ def test_the_reported_peak_is_each_jobs_own_high_water_mark(real_worker):
     assert int(big["rss"]) >= 200 * _MIB
     assert _MIB < int(small["rss"]) < 100 * _MIB
     assert worker.finish()[0] == 0
+
+
+def test_where_the_peak_cannot_be_reset_the_resident_size_is_reported(monkeypatch):
+    """A worker run as another user (--user) may not write its clear_refs: its high-water
+    mark would then be its whole life's, so the resident size now is reported instead."""
+    from dtq.supervisor import worker as worker_module
+
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if path == worker_module._CLEAR_REFS:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "open", refusing_open, raising=False)
+    monkeypatch.setattr(worker_module, "_peak_resets", True)
+    block = bytearray(150 * _MIB)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    del block
+    now = worker_module._peak_rss()
+    assert worker_module._peak_resets is False
+    with real_open("/proc/self/status", "rb") as f:
+        hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith(b"VmHWM:"))
+    assert _MIB < now < hwm - 100 * _MIB  # what is resident now, not the high-water mark
