@@ -31,6 +31,7 @@ from dtq.supervisor.started import StartedCounter
 
 _MIB = 1024 * 1024
 HOLD_SECONDS = 0.002  # longest a batched job's outcome waits for its neighbours'
+BACKLOG_SECONDS = 0.02  # a batched job running longer hands back the jobs queued behind it
 
 
 class SoftStop(BaseException):
@@ -95,9 +96,13 @@ class Worker:
         self._held = bytearray()
         self._flushing = False
         self._alarm_set = False
+        self._alarm_at = 0.0  # time.monotonic() when our timer fires, while it is set
         self._limited = False
         self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
+        self._job_t0: float | None = None  # perf_counter at the running batched job's start
+        self._in_batch = False  # the last read brought several jobs: more may follow in the pipe
+        self._pipe_error: FrameError | None = None  # met while reading ahead in the timer
         self._report_at = 0  # backlog size at which held outcomes go out mid-batch
         # CPU time at the end of the last job, the start of the next one in the same batch:
         # one os.times() per batched job instead of two (it was a fifth of a no-op's cost).
@@ -127,6 +132,8 @@ class Worker:
 
     def _next_message(self) -> dict[str, Any] | None:
         """The next frame; several may arrive in one read when jobs are batched."""
+        if self._pipe_error is not None:
+            raise self._pipe_error
         while not self._backlog:
             self._cpu_at_end = None  # the next job's start is measured after this wait
             chunk = os.read(self.fd_in, 1 << 16)
@@ -134,6 +141,7 @@ class Worker:
                 return None
             self._backlog.extend(self.reader.feed(chunk))
             self._report_at = len(self._backlog) // 2
+            self._in_batch = len(self._backlog) > 1 or self.reader.pending > 0
         return self._backlog.popleft()
 
     def _send(self, message: dict[str, Any], *, hold: bool = False) -> None:
@@ -149,18 +157,23 @@ class Worker:
         if not self._held:
             self._held_since = time.monotonic()
         self._held += frame
-        if hold and len(self._held) < 65536 and time.monotonic() - self._held_since < HOLD_SECONDS:
-            if self._alarm_set or self._arm_timer():
+        due = self._held_since + HOLD_SECONDS
+        if hold and len(self._held) < 65536 and (left := due - time.monotonic()) > 0:
+            if (self._alarm_set and self._alarm_at <= due) or self._arm_timer(left, due):
                 return
         self._flush()
 
-    def _arm_timer(self) -> bool:
-        """Start the hold timer, unless a plugin has taken SIGALRM or set an alarm of its
-        own (then nothing is held: the plugin's timer is left alone)."""
-        if signal.getsignal(signal.SIGALRM) != self._on_alarm or signal.getitimer(signal.ITIMER_REAL)[0]:
+    def _arm_timer(self, seconds: float, due: float | None = None) -> bool:
+        """Start the timer, unless a plugin has taken SIGALRM or set an alarm of its own
+        (then nothing is held and no backlog handed back: the plugin's timer is left alone)."""
+        if signal.getsignal(signal.SIGALRM) != self._on_alarm:
             return False
-        self._alarm_set = True
-        signal.setitimer(signal.ITIMER_REAL, HOLD_SECONDS)
+        if not self._alarm_set and signal.getitimer(signal.ITIMER_REAL)[0]:
+            return False
+        # ``due`` (time.monotonic()) when known, so that later outcomes of the same wait
+        # see the timer is already early enough and make no system call
+        self._alarm_set, self._alarm_at = True, time.monotonic() + seconds if due is None else due
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-4))
         return True
 
     def _flush(self) -> None:
@@ -179,9 +192,48 @@ class Worker:
                 signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
-        """The hold timer, run between two bytecodes of whatever job is running."""
+        """The timer, run between two bytecodes of whatever job is running: it sends held
+        outcomes, and once the running job has run ``BACKLOG_SECONDS`` it hands back the
+        jobs queued behind it."""
         self._alarm_set = False
         self._flush_quietly()
+        if self._job_t0 is None:
+            return
+        ran = time.perf_counter() - self._job_t0
+        if ran < BACKLOG_SECONDS:
+            self._arm_timer(BACKLOG_SECONDS - ran)
+        else:
+            self._hand_back_backlog()
+            # jobs the supervisor sends later go back too, looked for less and less often
+            # (a long job gets a handful of these signals, not one every few milliseconds)
+            self._arm_timer(4 * ran)
+
+    def _hand_back_backlog(self) -> None:
+        """The running job, batched as short, turned out long: the jobs behind it, in memory
+        and already in the pipe, go back unstarted (a "back" frame), so that the supervisor
+        returns them to the queue for idle workers instead of letting them wait. Runs in
+        the timer, so it never raises into the plugin's code."""
+        try:
+            os.set_blocking(self.fd_in, False)
+            try:
+                while chunk := os.read(self.fd_in, 1 << 16):
+                    self._backlog.extend(self.reader.feed(chunk))
+            finally:
+                os.set_blocking(self.fd_in, True)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except FrameError as exc:  # reported by the next read of the loop, not in the job
+            self._pipe_error = exc
+        except OSError:
+            pass
+        jobs = [[m.get("id"), m.get("a")] for m in self._backlog if m.get("t") == "job"]
+        others = [m for m in self._backlog if m.get("t") != "job"]  # a stop keeps its turn
+        self._backlog.clear()
+        self._backlog.extend(others)
+        self._report_at = 0
+        if jobs:
+            self._held += encode({"t": "back", "jobs": jobs})
+            self._flush_quietly()
 
     def _flush_quietly(self) -> None:
         """Flush, leaving a broken pipe for the next ordinary write to report (never
@@ -209,6 +261,10 @@ class Worker:
         c0 = _cpu() if self._cpu_at_end is None else self._cpu_at_end
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
+        if self._in_batch:  # batched: if this one runs long, the timer hands the rest back
+            self._job_t0 = t0
+            if not self._alarm_set:
+                self._arm_timer(BACKLOG_SECONDS)
         try:
             result_json = self._result_json(self._call(msg, ctx))
             outcome["t"] = "ok"
@@ -224,6 +280,7 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
             outcome.update(t="err", e=_describe(exc))
         finally:
+            self._job_t0 = None
             if self._limited:
                 self._limit_data(None)
         wall = time.perf_counter() - t0

@@ -6,6 +6,7 @@ pool, the outbox, the clock); kept apart so each file has one concern.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 from collections import deque
@@ -105,6 +106,33 @@ class WorkerSteps:
                         "at": round(self.os.time(), 3)}
             elif kind in ("ok", "err"):
                 self.handle_outcome(worker, msg)
+            elif kind == "back":
+                self.take_back(worker, msg.get("jobs"))
+
+    def take_back(self, worker: WorkerHandle, pairs: Any) -> None:
+        """A batched job ran long and its worker handed back the jobs queued behind it,
+        unstarted: they return to their places in the queue for idle workers. The worker
+        never starts them, so the sequence numbers of any sent after them close the gap
+        (its started count must still name the job it runs), and batching stops until jobs
+        are short again."""
+        if not isinstance(pairs, list):
+            return
+        named = {(p[0], p[1]) for p in pairs if isinstance(p, list) and len(p) == 2}
+        started = worker.started_count()
+        back = [a for a in worker.jobs if (a.job.id, a.job.attempt) in named
+                and (started is None or a.seq > started)]
+        if not back:
+            return
+        gone = sorted(a.seq for a in back)
+        for a in back:
+            worker.jobs.remove(a)
+            self.giveback.append(a.job)
+        for a in worker.jobs:
+            a.seq -= bisect.bisect_left(gone, a.seq)
+        worker.sent -= len(back)
+        self.counters["started"] -= len(back)
+        self.avg_wall = max(self.avg_wall, self.settings.batch_window)
+        log.info("worker %d handed back %d jobs queued behind a long one", worker.pid, len(back))
 
     def handle_outcome(self, worker: WorkerHandle, msg: dict[str, Any]) -> None:
         head = worker.head

@@ -101,3 +101,19 @@ def test_sighup_replaces_idle_workers(start_supervisor, queue):
     sup.signal(signal.SIGHUP)
     wait_until(lambda: len(set(sup.worker_pids()) - before) == 2, timeout=10, message="new workers")
     assert queue.result(queue.enqueue("noop", {}), timeout=10)
+
+
+def test_short_jobs_batched_behind_one_that_runs_long_run_elsewhere_meanwhile(start_supervisor, queue):
+    """Very short jobs go to workers in batches; when one of them runs long, the jobs
+    queued behind it in its worker's pipe must not wait for it: they go back and the
+    other worker runs them while it still runs."""
+    short = {"job": {"plugin": "sleep", "data": {"seconds": 0}}}
+    ids = queue.enqueue_many([short] * 80)
+    long_id = queue.enqueue("sleep", {"seconds": 3})
+    behind = queue.enqueue_many([short] * 150)
+    start_supervisor("--workers", "2", plugins=("Sleep",))
+    long_done = queue.wait(long_id, timeout=30)
+    assert long_done.state == "done"
+    long_end = long_done.history[-1]["finished_at"]
+    ends = [queue.wait(i, timeout=10).history[-1]["finished_at"] for i in ids + behind]
+    assert max(ends) < long_end - 1.0, "short jobs waited for the long one"

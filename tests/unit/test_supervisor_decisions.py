@@ -460,6 +460,45 @@ def test_a_crash_behind_unreported_outcomes_is_charged_to_the_job_that_ran(world
         assert status.state in ("queued", "running") and status.failures == 0
 
 
+def test_jobs_a_worker_hands_back_behind_a_long_one_return_to_the_queue(world):
+    """The second job of a batch runs long; the worker hands back the third, unstarted: it
+    goes back to its place, uncharged, and the worker's count still names the long job
+    when it later crashes (the numbers of what was sent after close the gap)."""
+    fake_os, engine, _ = world
+    sup, pid, (first, long_one, behind) = _batch_of_three(world)
+    report(fake_os, pid, {"id": first.id, "a": 1})
+    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[behind.id, 1], ["nobody", 1],
+                                                                        [long_one.id, 1]]}))
+    sup.tick()
+    sup.tick()  # the give-back goes out
+    worker = sup.pool.workers[pid]
+    assert [a.job.id for a in worker.jobs] == [long_one.id]  # a started job is never taken back
+    assert sup.capacity() == 1 and worker.sent == 2
+    status = engine.status(behind.id, "default")
+    assert (status.state, status.failures, status.holder) == ("queued", 0, "")
+    assert engine.claim("default", "other-sup", 1, 30.0).jobs[0].id == behind.id
+    fake_os.die(pid, signalled(SIGSEGV))
+    sup.tick()
+    sup.tick()
+    assert engine.status(long_one.id, "default").error == "killed by SIGSEGV"
+    assert engine.status(first.id, "default").state == "done"
+
+
+def test_sequence_numbers_close_the_gap_of_jobs_handed_back(world):
+    fake_os, engine, _ = world
+    sup, pid, (first, long_one, behind) = _batch_of_three(world)
+    worker = sup.pool.workers[pid]
+    later = worker.jobs[2]
+    later_job = later.job
+    # one more job was sent after the three: handing back the third renumbers it 3
+    sup.pool.send(worker, type(later)(later_job._replace(id="j-late"), None, None))
+    sup.pool.flush(worker)
+    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[behind.id, 1]]}))
+    sup.tick()
+    assert [(a.job.id, a.seq) for a in worker.jobs] == [(first.id, 1), (long_one.id, 2), ("j-late", 3)]
+    assert worker.sent == 3
+
+
 def test_a_timeout_behind_unreported_outcomes_is_charged_to_the_job_that_ran(world):
     fake_os, engine, _ = world
     sup, pid, (first, hung, unstarted) = _batch_of_three(world, timeout=5)

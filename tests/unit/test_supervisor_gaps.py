@@ -169,10 +169,13 @@ class _RealWorker:
         os.write(self.down_w, frames)
 
     def run(self, *jobs: tuple[str, object], timeout: float = 10.0) -> list[dict]:
-        """Send jobs (plugin, data) as j0, j1, ... and read one outcome for each."""
-        self.send(b"".join(encode_job(f"j{i}", "q", 1, plugin, json.dumps(data), None, None)
-                           for i, (plugin, data) in enumerate(jobs)))
-        return self.outcomes(len(jobs), timeout)
+        """Send jobs (plugin, data) as j0, j1, ..., each after the outcome of the one before
+        (as the supervisor sends jobs that are not short: one at a time), and return those."""
+        got = []
+        for i, (plugin, data) in enumerate(jobs):
+            self.send(encode_job(f"j{i}", "q", 1, plugin, json.dumps(data), None, None))
+            got += self.outcomes(1, timeout)
+        return got
 
     def outcomes(self, want: int, timeout: float = 10.0) -> list[dict]:
         reader, got, deadline = FrameReader(), [], time.monotonic() + timeout

@@ -205,9 +205,10 @@ class _ForkedWorker:
             finally:
                 os._exit(70)
 
-    def send(self, plugins: list[str]) -> None:
+    def send(self, plugins: list[str], first: int = 0) -> None:
+        """Jobs j<first>, j<first + 1>, ... in one write, as the supervisor sends a batch."""
         os.write(self.down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None)
-                                       for i, p in enumerate(plugins)))
+                                       for i, p in enumerate(plugins, first)))
 
     def finish(self) -> int:
         os.close(self.down_w)
@@ -226,25 +227,95 @@ class _ForkedWorker:
         self.counter.close()
 
 
-def test_outcomes_held_in_a_batch_go_out_while_the_next_job_runs_long():
+def test_a_batched_job_that_runs_long_lets_go_of_the_outcomes_and_jobs_around_it():
     """Batched outcomes wait for their neighbours at most a moment: a long job after them
-    must not keep them (nor take them along if it crashes). The worker's shared count
-    says which job runs meanwhile."""
+    must not keep them (nor take them along if it crashes), and once it has run
+    BACKLOG_SECONDS the jobs queued behind it go back unstarted, for other workers. The
+    worker's shared count says which job runs meanwhile, and skips those handed back."""
     gate_r, gate_w = os.pipe()
     worker = _ForkedWorker({"noop": _Noop(), "gate": _Gate(gate_r)}, child_setup=lambda: os.close(gate_w))
     try:
         worker.send(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
         first = _read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
         assert [m["id"] for m in first] == ["j0"] and worker.counter.value == 2
+        worker.send(["noop", "noop"], first=6)  # the next batch, already in the pipe
+        (back,) = _read_outcomes(worker.up_r, 1)
+        assert back == {"t": "back", "jobs": [[f"j{i}", 1] for i in range(2, 8)]}
+        assert worker.counter.value == 2  # j1 still runs: nothing behind it started
         os.write(gate_w, b"x")
-        rest = _read_outcomes(worker.up_r, 5)
-        assert [m["id"] for m in rest] == ["j1", "j2", "j3", "j4", "j5"] and rest[0]["r"] == '"x"'
-        assert worker.counter.value == 6
+        (gated,) = _read_outcomes(worker.up_r, 1)
+        assert (gated["id"], gated["r"]) == ("j1", '"x"')
+        worker.send(["noop"], first=8)  # what the supervisor sends next runs as usual
+        (after,) = _read_outcomes(worker.up_r, 1)
+        assert after["id"] == "j8" and worker.counter.value == 3
         assert worker.finish() == 0
     finally:
         worker.close()
         os.close(gate_r)
         os.close(gate_w)
+
+
+def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
+    """The supervisor sends the next batch while a batch runs; if the batch's last job then
+    runs long, what came in the pipe behind it is handed back, unread until then."""
+    gate_r, gate_w = os.pipe()
+    worker = _ForkedWorker({"noop": _Noop(), "gate": _Gate(gate_r)}, child_setup=lambda: os.close(gate_w))
+    try:
+        worker.send(["noop", "gate"])
+        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j0"]
+        worker.send(["noop", "noop"], first=2)
+        (back,) = _read_outcomes(worker.up_r, 1)
+        assert back == {"t": "back", "jobs": [["j2", 1], ["j3", 1]]} and worker.counter.value == 2
+        os.write(gate_w, b"x")
+        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
+        assert worker.finish() == 0
+    finally:
+        worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+def test_a_job_sent_alone_that_runs_long_gets_no_signal():
+    """One job at a time (jobs that are not short) is never interrupted by the timer."""
+    gate_r, gate_w = os.pipe()
+    worker = _ForkedWorker({"gate": _CountSignals(gate_r)}, child_setup=lambda: os.close(gate_w))
+    try:
+        worker.send(["gate"])
+        time.sleep(0.1)
+        os.write(gate_w, b"x")
+        (done,) = _read_outcomes(worker.up_r, 1)
+        assert json.loads(done["r"]) == 0  # the gate's read was never interrupted
+        assert worker.finish() == 0
+    finally:
+        worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+class _CountSignals(Plugin):
+    """Waits at a gate, counting the SIGALRMs that interrupt the wait (through a wrapped
+    handler: the read itself is retried by Python)."""
+
+    name = "gate"
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def process(self, data, ctx):
+        seen = []
+        handler = signal.getsignal(signal.SIGALRM)
+
+        def counting(signum, frame):
+            seen.append(signum)
+            if callable(handler):
+                handler(signum, frame)
+
+        signal.signal(signal.SIGALRM, counting)
+        try:
+            os.read(self.fd, 1)
+        finally:
+            signal.signal(signal.SIGALRM, handler)
+        return len(seen)
 
 
 class _Alarm(Plugin):
