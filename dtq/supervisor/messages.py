@@ -29,18 +29,22 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def encode_job(job_id: str, queue: str, attempt: int, plugin: str, data_json: str,
-               timeout: float | None, memory_limit: int | None) -> bytes:
+               timeout: float | None, memory_limit: int | None, batched: bool = False) -> bytes:
     """A job message; the job's data is spliced in as the JSON text it already is.
 
     ``timeout`` (not a deadline): a batched job starts later than it is sent, so the
-    worker sets the plugin's deadline when it starts the job.
+    worker sets the plugin's deadline when it starts the job. ``batched``: sent as a
+    short job, with others around it (the worker hands back those behind it if it runs
+    long).
     """
     tail = _job_tail(queue, plugin, timeout, memory_limit)
+    kind = '"t":"job","b":1' if batched else '"t":"job"'
     if tail is not None and _plain(job_id):  # validated names: nothing to escape
-        body = f'{{"t":"job","id":"{job_id}","a":{int(attempt)},{tail}{data_json}}}'.encode()
+        body = f'{{{kind},"id":"{job_id}","a":{int(attempt)},{tail}{data_json}}}'.encode()
     else:
-        head = json.dumps({"t": "job", "id": job_id, "q": queue, "a": attempt, "p": plugin,
-                           "timeout": timeout, "mem": memory_limit}, separators=(",", ":"))
+        head = json.dumps({"t": "job", **({"b": 1} if batched else {}), "id": job_id, "q": queue,
+                           "a": attempt, "p": plugin, "timeout": timeout, "mem": memory_limit},
+                          separators=(",", ":"))
         body = (head[:-1] + ',"d":' + data_json + "}").encode()
     return HEADER.pack(len(body)) + body
 

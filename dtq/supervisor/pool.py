@@ -177,15 +177,16 @@ class Pool:
         finally:
             os._exit(code)
 
-    def send(self, worker: WorkerHandle, assignment: Assignment) -> None:
-        """Queue a job for the worker; `flush` writes it (several jobs go in one write)."""
+    def send(self, worker: WorkerHandle, assignment: Assignment, batched: bool = False) -> None:
+        """Queue a job for the worker; `flush` writes it (several jobs go in one write).
+        ``batched``: sent as a short job that others may follow into the worker's pipe."""
         job = assignment.job
         worker.sent += 1
         assignment.seq = worker.sent
         worker.jobs.append(assignment)
         worker.state = WorkerState.BUSY
         worker.outbuf += encode_job(job.id, job.queue, job.attempt, job.plugin, job.data_json,
-                                    assignment.timeout, assignment.memory_limit)
+                                    assignment.timeout, assignment.memory_limit, batched)
 
     def flush(self, worker: WorkerHandle) -> None:
         """Write what the pipe takes now; the rest waits for the next writable select."""

@@ -57,21 +57,25 @@ class RedisSteps:
         return cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
 
     def dispatch(self) -> None:
-        """Send claimed jobs to workers with room; counters after the write, which is what
-        an idle worker waits for."""
+        """Send claimed jobs to workers with room, the least busy first and in even shares
+        (a job never queues behind a busy worker's while another idles); counters after
+        the write, which is what an idle worker waits for."""
         cap = self.capacity()
         took = False
-        for w in self.pool.workers.values():
+        takers = sorted((w for w in self.pool.workers.values()
+                         if w.alive and len(w.jobs) < self.room(w, cap)), key=lambda w: len(w.jobs))
+        for i, w in enumerate(takers):
             if not self.local:
                 break
             sent: list[str] = []
-            room = self.room(w, cap)
-            while self.local and w.alive and len(w.jobs) < room:
+            share = -(-len(self.local) // (len(takers) - i))  # an even split of what is left
+            room = min(self.room(w, cap), len(w.jobs) + share)
+            while self.local and len(w.jobs) < room:
                 job = self.local.popleft()
                 a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
                 if not w.jobs:
                     a.start(self.os.monotonic(), self.os.time())
-                self.pool.send(w, a)
+                self.pool.send(w, a, batched=cap > 1)
                 sent.append(job.plugin)
             if sent:
                 took = True

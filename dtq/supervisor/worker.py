@@ -101,7 +101,8 @@ class Worker:
         self._loggers: dict[str, logging.Logger] = {}
         self._held_since = 0.0
         self._job_t0: float | None = None  # perf_counter at the running batched job's start
-        self._in_batch = False  # the last read brought several jobs: more may follow in the pipe
+        self._check_at = 0.0  # perf_counter when the timer next looks for jobs to hand back
+        self._in_batch = False  # the last read brought several jobs: more may follow
         self._pipe_error: FrameError | None = None  # met while reading ahead in the timer
         self._report_at = 0  # backlog size at which held outcomes go out mid-batch
         # CPU time at the end of the last job, the start of the next one in the same batch:
@@ -186,10 +187,19 @@ class Worker:
                 del self._held[:written]
         finally:
             self._flushing = False
-        if self._alarm_set:
+        if self._alarm_set and signal.getsignal(signal.SIGALRM) != self._on_alarm:
+            self._alarm_set = False  # a plugin's alarm runs: leave it alone
+        elif self._alarm_set and self._job_t0 is not None:
+            # nothing is held now; the timer stays to watch the batched job that runs
+            seconds = max(self._check_at - time.perf_counter(), 1e-4)
+            self._alarm_at = time.monotonic() + seconds
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        elif self._alarm_set:
+            # the timer off, then the flag: a signal handled in between finds both off
+            signal.setitimer(signal.ITIMER_REAL, 0)
             self._alarm_set = False
-            if signal.getsignal(signal.SIGALRM) == self._on_alarm:  # else a plugin's alarm runs
-                signal.setitimer(signal.ITIMER_REAL, 0)
+        if self._held:  # the timer added a frame after the loop above: it goes too
+            self._flush()
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         """The timer, run between two bytecodes of whatever job is running: it sends held
@@ -199,14 +209,13 @@ class Worker:
         self._flush_quietly()
         if self._job_t0 is None:
             return
-        ran = time.perf_counter() - self._job_t0
-        if ran < BACKLOG_SECONDS:
-            self._arm_timer(BACKLOG_SECONDS - ran)
-        else:
+        now = time.perf_counter()
+        if now >= self._check_at:
             self._hand_back_backlog()
             # jobs the supervisor sends later go back too, looked for less and less often
             # (a long job gets a handful of these signals, not one every few milliseconds)
-            self._arm_timer(4 * ran)
+            self._check_at = now + 4 * (now - self._job_t0)
+        self._arm_timer(self._check_at - now)
 
     def _hand_back_backlog(self) -> None:
         """The running job, batched as short, turned out long: the jobs behind it, in memory
@@ -261,8 +270,11 @@ class Worker:
         c0 = _cpu() if self._cpu_at_end is None else self._cpu_at_end
         outcome: dict[str, Any] = {"id": job_id, "a": attempt}
         verdict = "go on"
-        if self._in_batch:  # batched: if this one runs long, the timer hands the rest back
-            self._job_t0 = t0
+        # Sent short among others: if it runs long, the timer hands back the jobs behind it.
+        # A short job that came alone has nothing behind it, and gets no timer: arming one
+        # costs more system calls than a no-op job takes.
+        if msg.get("b") and (self._backlog or self._in_batch):
+            self._job_t0, self._check_at = t0, t0 + BACKLOG_SECONDS
             if not self._alarm_set:
                 self._arm_timer(BACKLOG_SECONDS)
         try:

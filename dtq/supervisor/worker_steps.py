@@ -118,11 +118,12 @@ class WorkerSteps:
         if not isinstance(pairs, list):
             return
         named = {(p[0], p[1]) for p in pairs if isinstance(p, list) and len(p) == 2}
-        started = worker.started_count()
-        back = [a for a in worker.jobs if (a.job.id, a.job.attempt) in named
-                and (started is None or a.seq > started)]
+        # The worker names only jobs it never started. Its started count already follows
+        # the numbering after them, so it cannot be compared with their numbers here.
+        back = [a for a in worker.jobs if (a.job.id, a.job.attempt) in named]
         if not back:
             return
+        leaving = worker.leaving  # retiring after these jobs (a shrink, a reload): it stays so
         gone = sorted(a.seq for a in back)
         for a in back:
             worker.jobs.remove(a)
@@ -130,6 +131,8 @@ class WorkerSteps:
         for a in worker.jobs:
             a.seq -= bisect.bisect_left(gone, a.seq)
         worker.sent -= len(back)
+        if leaving:
+            worker.max_jobs = worker.jobs_done + len(worker.jobs)
         self.counters["started"] -= len(back)
         self.avg_wall = max(self.avg_wall, self.settings.batch_window)
         log.info("worker %d handed back %d jobs queued behind a long one", worker.pid, len(back))
@@ -255,7 +258,10 @@ class WorkerSteps:
                 self.pool.kill(w, HARD_SIGNAL)
             running, deadline = self.deadline_of(w)
             if running is not None and deadline is not None and now >= deadline:
-                self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
+                self.read_before_deciding(w)  # a result or a hand-back already written counts
+                running, deadline = self.deadline_of(w)
+                if running is not None and deadline is not None and now >= deadline:
+                    self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
         if self.stop_deadline is not None and now >= self.stop_deadline and self.state is State.DRAINING:
             log.info("grace period over: stopping the jobs still running and giving them back")
             self.stop_now()
@@ -287,14 +293,27 @@ class WorkerSteps:
                 continue
             head.breaches += 1
             if head.breaches >= self.settings.memory_breaches:
-                reason = (f"memory limit exceeded: peak {format_bytes(head.peak_rss)} > "
+                self.read_before_deciding(w)
+                if (running := self.running_job(w)) is None:
+                    continue
+                running.peak_rss = max(running.peak_rss, rss)
+                reason = (f"memory limit exceeded: peak {format_bytes(running.peak_rss)} > "
                           f"limit {format_bytes(limit)}")
                 self.kill_worker(w, reason, HARD_SIGNAL, "retry")
         self.metrics.worker_rss = readings
 
+    def read_before_deciding(self, worker: WorkerHandle) -> None:
+        """Read what the worker wrote before a kill decision: a result written counts, and
+        a hand-back renumbers its jobs, without which its started count would be read
+        against the old numbers."""
+        if not worker.eof and worker.state is not WorkerState.DEAD:
+            self.handle_messages(worker)
+
     def cancel_running(self, job_ids: list[str]) -> None:
         wanted = set(job_ids)
         for w in list(self.pool.workers.values()):
+            if any(a.job.id in wanted for a in w.jobs):
+                self.read_before_deciding(w)
             running = self.running_job(w)
             if running is not None and running.job.id in wanted:
                 self.kill_worker(w, "cancelled by operator", SOFT_SIGNAL, "cancelled")

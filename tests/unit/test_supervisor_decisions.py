@@ -467,12 +467,11 @@ def test_jobs_a_worker_hands_back_behind_a_long_one_return_to_the_queue(world):
     fake_os, engine, _ = world
     sup, pid, (first, long_one, behind) = _batch_of_three(world)
     report(fake_os, pid, {"id": first.id, "a": 1})
-    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[behind.id, 1], ["nobody", 1],
-                                                                        [long_one.id, 1]]}))
+    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[behind.id, 1], ["nobody", 1]]}))
     sup.tick()
     sup.tick()  # the give-back goes out
     worker = sup.pool.workers[pid]
-    assert [a.job.id for a in worker.jobs] == [long_one.id]  # a started job is never taken back
+    assert [a.job.id for a in worker.jobs] == [long_one.id]  # none sent to it behind the long one
     assert sup.capacity() == 1 and worker.sent == 2
     status = engine.status(behind.id, "default")
     assert (status.state, status.failures, status.holder) == ("queued", 0, "")
@@ -482,6 +481,47 @@ def test_jobs_a_worker_hands_back_behind_a_long_one_return_to_the_queue(world):
     sup.tick()
     assert engine.status(long_one.id, "default").error == "killed by SIGSEGV"
     assert engine.status(first.id, "default").state == "done"
+
+
+def test_a_job_sent_after_a_hand_back_and_already_started_is_matched_by_its_new_number(world):
+    """The worker handed back B and C behind the long A, finished A, then started D (which
+    reached its pipe after it had looked): its count says 2, which is D once B and C are
+    gone. The frames arrive together: hand-back, A's result, D's result."""
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5
+    a, b, c, d = jobs = [build_job("noop", {"i": i}) for i in range(4)]
+    for job in jobs:
+        engine.enqueue(job)
+    sup.tick()
+    sup.tick()
+    (pid,) = sup.pool.workers
+    worker = sup.pool.workers[pid]
+    assert [m["id"] for m in jobs_sent(fake_os, pid)] == [j.id for j in jobs]
+    worker.started.increment()
+    worker.started.increment()  # A, then D: the worker's count is 2
+    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[b.id, 1], [c.id, 1]]}))
+    report(fake_os, pid, {"id": a.id, "a": 1})
+    report(fake_os, pid, {"id": d.id, "a": 1})
+    sup.tick()
+    sup.tick()
+    assert worker.alive and not fake_os.signals
+    assert [engine.status(j.id, "default").state for j in (a, d)] == ["done", "done"]
+    for job in (b, c):  # back in the queue, uncharged (and maybe claimed again since)
+        status = engine.status(job.id, "default")
+        assert status.state in ("queued", "running") and status.failures == 0
+
+
+def test_a_worker_told_to_leave_still_leaves_after_a_hand_back(world):
+    """A reload or a shrink lets a busy worker finish the jobs it holds, then retire; a
+    hand-back must not make room in it for new jobs."""
+    fake_os, engine, _ = world
+    sup, pid, (first, long_one, behind) = _batch_of_three(world)
+    worker = sup.pool.workers[pid]
+    worker.max_jobs = worker.jobs_done + len(worker.jobs)  # as a reload marks it
+    os.write(fake_os.child_ends[pid][1], encode({"t": "back", "jobs": [[behind.id, 1]]}))
+    sup.tick()
+    assert worker.leaving and sup.room(worker, sup.capacity()) - len(worker.jobs) <= 0
 
 
 def test_sequence_numbers_close_the_gap_of_jobs_handed_back(world):
@@ -755,3 +795,33 @@ def test_idle_memory_is_not_read_when_both_rules_are_off(world, monkeypatch):
     report(fake_os, pid, sent)
     sup.tick()
     assert sup.pool.workers[pid].alive
+
+
+def test_short_jobs_go_to_an_idle_worker_before_a_busy_one(world):
+    """While jobs are short a worker may hold several, but a job must not queue behind a
+    busy worker's while another idles; a batch is shared evenly."""
+    fake_os, engine, make = world
+    sup = make(workers=2)
+    sup.avg_wall = 1e-5
+    sup.tick()
+    busy, idle = sup.pool.workers
+    engine.enqueue(build_job("noop", {"i": 0}))
+    for _ in range(3):
+        sup.tick()
+    first = jobs_sent(fake_os, busy) + jobs_sent(fake_os, idle)
+    assert len(first) == 1
+    holder = busy if sup.pool.workers[busy].jobs else idle
+    other = idle if holder == busy else busy
+    engine.enqueue(build_job("noop", {"i": 1}))
+    sup.next_poll = fake_os.monotonic()
+    for _ in range(3):
+        sup.handle_events()
+        sup.tick()
+    assert len(jobs_sent(fake_os, other)) == 1 and not jobs_sent(fake_os, holder)
+    for i in range(2, 12):
+        engine.enqueue(build_job("noop", {"i": i}))
+    sup.next_poll = fake_os.monotonic()
+    for _ in range(3):
+        sup.handle_events()
+        sup.tick()
+    assert len(jobs_sent(fake_os, holder)) == len(jobs_sent(fake_os, other)) == 5

@@ -397,7 +397,8 @@ def test_the_reported_peak_is_each_jobs_own_high_water_mark(real_worker):
     worker = real_worker({"burst": _Burst(), "nap": _Nap()})
     big, small = worker.run(("burst", {"mib": 200}), ("nap", {"seconds": 0.02}))
     assert int(big["rss"]) >= 200 * _MIB
-    assert _MIB < int(small["rss"]) < 100 * _MIB
+    # the worker is a fork of this test process, whose own size is in both figures
+    assert _MIB < int(small["rss"]) < int(big["rss"]) - 150 * _MIB
     assert worker.finish()[0] == 0
 
 

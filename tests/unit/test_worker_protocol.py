@@ -205,9 +205,10 @@ class _ForkedWorker:
             finally:
                 os._exit(70)
 
-    def send(self, plugins: list[str], first: int = 0) -> None:
-        """Jobs j<first>, j<first + 1>, ... in one write, as the supervisor sends a batch."""
-        os.write(self.down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None)
+    def send(self, plugins: list[str], first: int = 0, batched: bool = True) -> None:
+        """Jobs j<first>, j<first + 1>, ... in one write, as the supervisor sends a batch of
+        short jobs (``batched``), or one job that is not short."""
+        os.write(self.down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None, batched)
                                        for i, p in enumerate(plugins, first)))
 
     def finish(self) -> int:
@@ -275,12 +276,38 @@ def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
         os.close(gate_w)
 
 
-def test_a_job_sent_alone_that_runs_long_gets_no_signal():
-    """One job at a time (jobs that are not short) is never interrupted by the timer."""
+class _ReportThenGate(_Gate):
+    """Reports progress (a write of its own to the pipe), then waits at the gate."""
+
+    def process(self, data, ctx):
+        ctx.report(0.5, "half way")
+        return super().process(data, ctx)
+
+
+def test_a_progress_report_does_not_stop_the_hand_back():
+    gate_r, gate_w = os.pipe()
+    worker = _ForkedWorker({"noop": _Noop(), "gate": _ReportThenGate(gate_r)},
+                           child_setup=lambda: os.close(gate_w))
+    try:
+        worker.send(["noop", "gate", "noop", "noop"])
+        got = _read_outcomes(worker.up_r, 3)
+        assert [m.get("id", m["t"]) for m in got] == ["j0", "j1", "back"]  # j1's progress
+        assert got[2]["jobs"] == [["j2", 1], ["j3", 1]] and worker.counter.value == 2
+        os.write(gate_w, b"x")
+        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
+        assert worker.finish() == 0
+    finally:
+        worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+def test_a_job_not_sent_as_short_gets_no_signal():
+    """Jobs sent as not short (one at a time) are never interrupted by the timer."""
     gate_r, gate_w = os.pipe()
     worker = _ForkedWorker({"gate": _CountSignals(gate_r)}, child_setup=lambda: os.close(gate_w))
     try:
-        worker.send(["gate"])
+        worker.send(["gate"], batched=False)
         time.sleep(0.1)
         os.write(gate_w, b"x")
         (done,) = _read_outcomes(worker.up_r, 1)
