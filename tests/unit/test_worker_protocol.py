@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -228,14 +229,27 @@ class _ForkedWorker:
         self.counter.close()
 
 
+@contextmanager
+def _gated_worker(gate_class: type | None = None):
+    """A forked worker with a 'noop' and a 'gate' plugin (a job that runs until the test
+    writes to the gate), cleaned up after."""
+    gate_r, gate_w = os.pipe()
+    worker = _ForkedWorker({"noop": _Noop(), "gate": (gate_class or _Gate)(gate_r)},
+                           child_setup=lambda: os.close(gate_w))
+    try:
+        yield worker, gate_w
+    finally:
+        worker.close()
+        os.close(gate_r)
+        os.close(gate_w)
+
+
 def test_a_batched_job_that_runs_long_lets_go_of_the_outcomes_and_jobs_around_it():
     """Batched outcomes wait for their neighbours at most a moment: a long job after them
     must not keep them (nor take them along if it crashes), and once it has run
     BACKLOG_SECONDS the jobs queued behind it go back unstarted, for other workers. The
     worker's shared count says which job runs meanwhile, and skips those handed back."""
-    gate_r, gate_w = os.pipe()
-    worker = _ForkedWorker({"noop": _Noop(), "gate": _Gate(gate_r)}, child_setup=lambda: os.close(gate_w))
-    try:
+    with _gated_worker() as (worker, gate_w):
         worker.send(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
         first = _read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
         assert [m["id"] for m in first] == ["j0"] and worker.counter.value == 2
@@ -250,18 +264,12 @@ def test_a_batched_job_that_runs_long_lets_go_of_the_outcomes_and_jobs_around_it
         (after,) = _read_outcomes(worker.up_r, 1)
         assert after["id"] == "j8" and worker.counter.value == 3
         assert worker.finish() == 0
-    finally:
-        worker.close()
-        os.close(gate_r)
-        os.close(gate_w)
 
 
 def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
     """The supervisor sends the next batch while a batch runs; if the batch's last job then
     runs long, what came in the pipe behind it is handed back, unread until then."""
-    gate_r, gate_w = os.pipe()
-    worker = _ForkedWorker({"noop": _Noop(), "gate": _Gate(gate_r)}, child_setup=lambda: os.close(gate_w))
-    try:
+    with _gated_worker() as (worker, gate_w):
         worker.send(["noop", "gate"])
         assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j0"]
         worker.send(["noop", "noop"], first=2)
@@ -270,10 +278,6 @@ def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
         os.write(gate_w, b"x")
         assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
         assert worker.finish() == 0
-    finally:
-        worker.close()
-        os.close(gate_r)
-        os.close(gate_w)
 
 
 class _ReportThenGate(_Gate):
@@ -285,10 +289,7 @@ class _ReportThenGate(_Gate):
 
 
 def test_a_progress_report_does_not_stop_the_hand_back():
-    gate_r, gate_w = os.pipe()
-    worker = _ForkedWorker({"noop": _Noop(), "gate": _ReportThenGate(gate_r)},
-                           child_setup=lambda: os.close(gate_w))
-    try:
+    with _gated_worker(_ReportThenGate) as (worker, gate_w):
         worker.send(["noop", "gate", "noop", "noop"])
         got = _read_outcomes(worker.up_r, 3)
         assert [m.get("id", m["t"]) for m in got] == ["j0", "j1", "back"]  # j1's progress
@@ -296,27 +297,17 @@ def test_a_progress_report_does_not_stop_the_hand_back():
         os.write(gate_w, b"x")
         assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
         assert worker.finish() == 0
-    finally:
-        worker.close()
-        os.close(gate_r)
-        os.close(gate_w)
 
 
 def test_a_job_not_sent_as_short_gets_no_signal():
     """Jobs sent as not short (one at a time) are never interrupted by the timer."""
-    gate_r, gate_w = os.pipe()
-    worker = _ForkedWorker({"gate": _CountSignals(gate_r)}, child_setup=lambda: os.close(gate_w))
-    try:
+    with _gated_worker(_CountSignals) as (worker, gate_w):
         worker.send(["gate"], batched=False)
         time.sleep(0.1)
         os.write(gate_w, b"x")
         (done,) = _read_outcomes(worker.up_r, 1)
         assert json.loads(done["r"]) == 0  # the gate's read was never interrupted
         assert worker.finish() == 0
-    finally:
-        worker.close()
-        os.close(gate_r)
-        os.close(gate_w)
 
 
 class _CountSignals(Plugin):
