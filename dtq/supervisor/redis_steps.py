@@ -57,33 +57,41 @@ class RedisSteps:
         return cap if not w.max_jobs else min(cap, w.max_jobs - w.jobs_done)
 
     def dispatch(self) -> None:
-        """Send claimed jobs to workers with room, the least busy first and in even shares
-        (a job never queues behind a busy worker's while another idles); counters after
-        the write, which is what an idle worker waits for."""
+        """Send claimed jobs to workers with room: idle workers first, in even shares (the
+        one with least room first, so that what it cannot take goes to the others), then
+        busy ones, and those only behind a job that came with others (one that came alone
+        has no hand-back timer: a job queued behind it would wait if it ran long).
+        Counters after the write, which is what an idle worker waits for."""
         cap = self.capacity()
         took = False
-        takers = sorted((w for w in self.pool.workers.values()
-                         if w.alive and len(w.jobs) < self.room(w, cap)), key=lambda w: len(w.jobs))
-        for i, w in enumerate(takers):
-            if not self.local:
-                break
-            sent: list[str] = []
-            share = -(-len(self.local) // (len(takers) - i))  # an even split of what is left
-            room = min(self.room(w, cap), len(w.jobs) + share)
-            while self.local and len(w.jobs) < room:
-                job = self.local.popleft()
-                a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
-                if not w.jobs:
-                    a.start(self.os.monotonic(), self.os.time())
-                self.pool.send(w, a, batched=cap > 1)
-                sent.append(job.plugin)
-            if sent:
-                took = True
-                self.pool.flush(w)
-                self.counters["started"] += len(sent)
-                for plugin in sent:
-                    self.metrics.job_started(plugin)
+        ready = [w for w in self.pool.workers.values() if w.alive and len(w.jobs) < self.room(w, cap)]
+        idle = sorted((w for w in ready if not w.jobs), key=lambda w: self.room(w, cap))
+        busy = sorted((w for w in ready if w.jobs and w.last_write > 1), key=lambda w: len(w.jobs))
+        for group in (idle, busy):
+            for i, w in enumerate(group):
+                if self.local:
+                    share = -(-len(self.local) // (len(group) - i))  # an even split of what is left
+                    took = self.send_jobs(w, min(self.room(w, cap), len(w.jobs) + share), cap > 1) or took
         self.bound_held_ahead(took)
+
+    def send_jobs(self, w: WorkerHandle, room: int, batched: bool) -> bool:
+        """Send claimed jobs to ``w`` until it holds ``room``, in one write."""
+        sent: list[str] = []
+        while self.local and len(w.jobs) < room:
+            job = self.local.popleft()
+            a = Assignment(job, self.job_timeout(job), job.memory_limit or self.settings.memory_limit)
+            if not w.jobs:
+                a.start(self.os.monotonic(), self.os.time())
+            self.pool.send(w, a, batched=batched)
+            sent.append(job.plugin)
+        if not sent:
+            return False
+        w.last_write = len(sent)
+        self.pool.flush(w)
+        self.counters["started"] += len(sent)
+        for plugin in sent:
+            self.metrics.job_started(plugin)
+        return True
 
     def hold_ahead_limit(self) -> float:
         """How long jobs claimed ahead may wait with no worker taking any: ten batch windows

@@ -10,6 +10,8 @@ import bisect
 import logging
 import os
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dtq.engine.base import ClaimedJob, Outcome
@@ -50,7 +52,7 @@ class WorkerSteps:
         head = worker.head
         if head is None:
             return None
-        started = worker.started_count()
+        started = worker.started_count() if worker.pinned_count is None else worker.pinned_count
         if started is None or started == head.seq:  # the common case, on every loop turn
             return head
         if started < head.seq:
@@ -258,10 +260,10 @@ class WorkerSteps:
                 self.pool.kill(w, HARD_SIGNAL)
             running, deadline = self.deadline_of(w)
             if running is not None and deadline is not None and now >= deadline:
-                self.read_before_deciding(w)  # a result or a hand-back already written counts
-                running, deadline = self.deadline_of(w)
-                if running is not None and deadline is not None and now >= deadline:
-                    self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
+                with self.deciding(w):  # a result or a hand-back already written counts
+                    running, deadline = self.deadline_of(w)
+                    if running is not None and deadline is not None and now >= deadline:
+                        self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
         if self.stop_deadline is not None and now >= self.stop_deadline and self.state is State.DRAINING:
             log.info("grace period over: stopping the jobs still running and giving them back")
             self.stop_now()
@@ -293,30 +295,38 @@ class WorkerSteps:
                 continue
             head.breaches += 1
             if head.breaches >= self.settings.memory_breaches:
-                self.read_before_deciding(w)
-                if (running := self.running_job(w)) is None:
-                    continue
-                running.peak_rss = max(running.peak_rss, rss)
-                reason = (f"memory limit exceeded: peak {format_bytes(running.peak_rss)} > "
-                          f"limit {format_bytes(limit)}")
-                self.kill_worker(w, reason, HARD_SIGNAL, "retry")
+                with self.deciding(w):
+                    if self.running_job(w) is not head:  # it ended meanwhile: the next one
+                        continue  # has its own limit and readings
+                    reason = (f"memory limit exceeded: peak {format_bytes(head.peak_rss)} > "
+                              f"limit {format_bytes(limit)}")
+                    self.kill_worker(w, reason, HARD_SIGNAL, "retry")
         self.metrics.worker_rss = readings
 
-    def read_before_deciding(self, worker: WorkerHandle) -> None:
-        """Read what the worker wrote before a kill decision: a result written counts, and
-        a hand-back renumbers its jobs, without which its started count would be read
-        against the old numbers."""
-        if not worker.eof and worker.state is not WorkerState.DEAD:
-            self.handle_messages(worker)
+    @contextmanager
+    def deciding(self, worker: WorkerHandle) -> Iterator[None]:
+        """Around a kill decision: read what the worker wrote first (a result written
+        counts; a hand-back renumbers its jobs), and use the started count read before
+        that read. A count read before the pipe is drained names the same job in the
+        numbering after any hand-back the drain applies; one read after might follow a
+        hand-back written in between, not yet applied."""
+        worker.pinned_count = worker.started_count()
+        try:
+            if not worker.eof and worker.state is not WorkerState.DEAD:
+                self.handle_messages(worker)
+            yield
+        finally:
+            worker.pinned_count = None
 
     def cancel_running(self, job_ids: list[str]) -> None:
         wanted = set(job_ids)
         for w in list(self.pool.workers.values()):
-            if any(a.job.id in wanted for a in w.jobs):
-                self.read_before_deciding(w)
-            running = self.running_job(w)
-            if running is not None and running.job.id in wanted:
-                self.kill_worker(w, "cancelled by operator", SOFT_SIGNAL, "cancelled")
+            if not any(a.job.id in wanted for a in w.jobs):
+                continue
+            with self.deciding(w):
+                running = self.running_job(w)
+                if running is not None and running.job.id in wanted:
+                    self.kill_worker(w, "cancelled by operator", SOFT_SIGNAL, "cancelled")
         for job in [j for j in self.local if j.id in wanted]:
             self.local.remove(job)
             self.add_outcome(Outcome(job, "cancelled", reason="cancelled by operator",

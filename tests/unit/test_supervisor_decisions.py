@@ -817,11 +817,56 @@ def test_short_jobs_go_to_an_idle_worker_before_a_busy_one(world):
     for _ in range(3):
         sup.handle_events()
         sup.tick()
-    assert len(jobs_sent(fake_os, other)) == 1 and not jobs_sent(fake_os, holder)
+    (second,) = jobs_sent(fake_os, other)
+    assert not jobs_sent(fake_os, holder)
     for i in range(2, 12):
         engine.enqueue(build_job("noop", {"i": i}))
     sup.next_poll = fake_os.monotonic()
     for _ in range(3):
         sup.handle_events()
         sup.tick()
+    # both busy with a job that came alone (no hand-back timer): nothing queues behind them
+    assert not jobs_sent(fake_os, holder) and not jobs_sent(fake_os, other) and len(sup.local) == 10
+    report(fake_os, holder, first[0])
+    report(fake_os, other, second)
+    sup.collect_results()
+    sup.avg_wall = 1e-5  # report() says 0.5 s: still very short jobs
+    sup.tick()
     assert len(jobs_sent(fake_os, holder)) == len(jobs_sent(fake_os, other)) == 5
+
+
+def test_a_memory_breach_whose_job_ended_meanwhile_kills_nothing(world):
+    """The breach was read while job A ran; A's result was in the pipe by the time of the
+    decision, and the worker has gone on to B, which has no limit: nobody is killed."""
+    fake_os, engine, make = world
+    sup = make(workers=1)
+    sup.avg_wall = 1e-5
+    a, b = build_job("noop", {"i": 0}, options={"memory_limit": "100M"}), build_job("noop", {"i": 1})
+    for job in (a, b):
+        engine.enqueue(job)
+    sup.tick()
+    sup.tick()
+    (pid,) = sup.pool.workers
+    worker = sup.pool.workers[pid]
+    assert [m["id"] for m in jobs_sent(fake_os, pid)] == [a.id, b.id]
+    worker.started.increment()  # A runs ...
+    fake_os.rss[pid] = 250 * 2**20
+    real_count = worker.started_count
+    # ... when the sampler looks; by the time it decides, A's result is written and B runs
+    looks = iter([1])
+
+    def count_then_move_on():
+        value = next(looks, None)
+        if value is None:
+            return real_count()
+        report(fake_os, pid, {"id": a.id, "a": 1})
+        worker.started.increment()
+        return value
+
+    worker.started_count = count_then_move_on
+    sup.next_memory = fake_os.monotonic()
+    sup.enforce_memory()
+    sup.tick()
+    assert not fake_os.signals and worker.alive
+    assert engine.status(a.id, "default").state == "done"
+
