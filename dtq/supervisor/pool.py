@@ -75,9 +75,9 @@ class WorkerHandle:
     limit_before_shrink: int | None = None  # its max_jobs before that
     sent: int = 0  # jobs sent to it
     idle_rss_base: int = 0  # its idle memory after its first job: growth is counted from it
+    idle_checked_at: float = 0.0
     pinned_count: int | None = None  # its started count as read before a kill decision
     last_write: int = 0  # jobs in the last write to it: one alone has no hand-back timer
-    idle_checked_at: float = 0.0
 
     def started_count(self) -> int | None:
         return self.started.value if self.started is not None else None

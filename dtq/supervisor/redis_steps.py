@@ -64,14 +64,16 @@ class RedisSteps:
         Counters after the write, which is what an idle worker waits for."""
         cap = self.capacity()
         took = False
-        ready = [w for w in self.pool.workers.values() if w.alive and len(w.jobs) < self.room(w, cap)]
-        idle = sorted((w for w in ready if not w.jobs), key=lambda w: self.room(w, cap))
-        busy = sorted((w for w in ready if w.jobs and w.last_write > 1), key=lambda w: len(w.jobs))
+        ready = [(w, room) for w in self.pool.workers.values()
+                 if w.alive and len(w.jobs) < (room := self.room(w, cap))]
+        idle = sorted(((w, r) for w, r in ready if not w.jobs), key=lambda wr: wr[1])
+        busy = sorted(((w, r) for w, r in ready if w.jobs and w.last_write > 1),
+                      key=lambda wr: len(wr[0].jobs))
         for group in (idle, busy):
-            for i, w in enumerate(group):
+            for i, (w, room) in enumerate(group):
                 if self.local:
                     share = -(-len(self.local) // (len(group) - i))  # an even split of what is left
-                    took = self.send_jobs(w, min(self.room(w, cap), len(w.jobs) + share), cap > 1) or took
+                    took = self.send_jobs(w, min(room, len(w.jobs) + share), cap > 1) or took
         self.bound_held_ahead(took)
 
     def send_jobs(self, w: WorkerHandle, room: int, batched: bool) -> bool:
@@ -115,7 +117,12 @@ class RedisSteps:
             self.giveback.extend(self.local)
             self.local.clear()
             self.local_stuck_since = None
-            self.avg_wall = max(self.avg_wall, self.settings.batch_window)
+            self.stop_batching()
+
+    def stop_batching(self) -> None:
+        """Jobs thought short turned out long: one job per worker and none claimed ahead
+        until the moving average of job wall time is short again."""
+        self.avg_wall = max(self.avg_wall, self.settings.batch_window)
 
     def job_timeout(self, job: ClaimedJob) -> float | None:
         timeout = job.timeout or self.settings.timeout

@@ -171,10 +171,11 @@ class Worker:
             return False
         if not self._alarm_set and signal.getitimer(signal.ITIMER_REAL)[0]:
             return False
+        seconds = max(seconds, 1e-4)  # 0 would disarm it
         # ``due`` (time.monotonic()) when known, so that later outcomes of the same wait
         # see the timer is already early enough and make no system call
         self._alarm_set, self._alarm_at = True, time.monotonic() + seconds if due is None else due
-        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-4))
+        signal.setitimer(signal.ITIMER_REAL, seconds)
         return True
 
     def _flush(self) -> None:
@@ -191,9 +192,7 @@ class Worker:
             self._alarm_set = False  # a plugin's alarm runs: leave it alone
         elif self._alarm_set and self._job_t0 is not None:
             # nothing is held now; the timer stays to watch the batched job that runs
-            seconds = max(self._check_at - time.perf_counter(), 1e-4)
-            self._alarm_at = time.monotonic() + seconds
-            signal.setitimer(signal.ITIMER_REAL, seconds)
+            self._arm_timer(self._check_at - time.perf_counter())
         elif self._alarm_set:
             # the timer off, then the flag: a signal handled in between finds both off
             signal.setitimer(signal.ITIMER_REAL, 0)

@@ -88,8 +88,12 @@ class WorkerSteps:
 
     def collect_results(self) -> None:
         for worker in list(self.pool.workers.values()):
-            if not worker.eof and worker.state is not WorkerState.DEAD:
-                self.handle_messages(worker)
+            self.read_live(worker)
+
+    def read_live(self, worker: WorkerHandle) -> None:
+        """Handle what a worker that may still write has written."""
+        if not worker.eof and worker.state is not WorkerState.DEAD:
+            self.handle_messages(worker)
 
     def handle_messages(self, worker: WorkerHandle) -> None:
         try:
@@ -136,7 +140,7 @@ class WorkerSteps:
         if leaving:
             worker.max_jobs = worker.jobs_done + len(worker.jobs)
         self.counters["started"] -= len(back)
-        self.avg_wall = max(self.avg_wall, self.settings.batch_window)
+        self.stop_batching()
         log.info("worker %d handed back %d jobs queued behind a long one", worker.pid, len(back))
 
     def handle_outcome(self, worker: WorkerHandle, msg: dict[str, Any]) -> None:
@@ -312,8 +316,7 @@ class WorkerSteps:
         hand-back written in between, not yet applied."""
         worker.pinned_count = worker.started_count()
         try:
-            if not worker.eof and worker.state is not WorkerState.DEAD:
-                self.handle_messages(worker)
+            self.read_live(worker)
             yield
         finally:
             worker.pinned_count = None
