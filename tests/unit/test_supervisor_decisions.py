@@ -10,48 +10,11 @@ import time
 import pytest
 from fakes import SIGKILL, SIGSEGV, SIGTERM, FakeOS, exited, signalled
 
-from dtq.engine.base import Defaults
-from dtq.engine.redis_engine import RedisEngine
 from dtq.errors import EngineUnavailable
 from dtq.job import build_job
 from dtq.supervisor.messages import FrameReader, encode, encode_done
 from dtq.supervisor.pool import WorkerState
-from dtq.supervisor.settings import SupervisorSettings
 from dtq.supervisor.supervisor import State, Supervisor
-
-
-@pytest.fixture
-def world(fake_redis):
-    yield from _world(RedisEngine(client=fake_redis, clock=(fake_os := FakeOS()).time,
-                                  defaults=Defaults(max_attempts=1, backoff=0.0)), fake_os)
-
-
-@pytest.fixture
-def real_world(redis_url):
-    """The same on a real server (the tests' own redis-server)."""
-    fake_os = FakeOS()
-    engine = RedisEngine(redis_url, clock=fake_os.time, defaults=Defaults(max_attempts=1, backoff=0.0))
-    yield from _world(engine, fake_os)
-    engine.client.close()
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-def any_world(request):
-    return request.getfixturevalue("world" if request.param == "fakeredis" else "real_world")
-
-
-def _world(engine, fake_os):
-    made = []
-
-    def make(**overrides) -> Supervisor:
-        settings = SupervisorSettings(name="test-sup", workers=overrides.pop("workers", 1),
-                                      poll=0.5, kill_grace=2.0, **overrides)
-        sup = Supervisor(settings, engine, plugins={}, os_layer=fake_os)
-        made.append(sup)
-        return sup
-
-    yield fake_os, engine, make
-    fake_os.close_all()
 
 
 def jobs_sent(fake_os: FakeOS, pid: int) -> list[dict]:

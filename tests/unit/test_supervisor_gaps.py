@@ -18,13 +18,9 @@ import pytest
 from fakes import SIGKILL, SIGTERM, FakeOS
 
 from dtq.cli.logs import setup_logging
-from dtq.engine.base import Defaults
-from dtq.engine.redis_engine import RedisEngine
 from dtq.job import build_job
 from dtq.plugin import Plugin
 from dtq.supervisor.messages import FrameReader, encode_job
-from dtq.supervisor.settings import SupervisorSettings
-from dtq.supervisor.supervisor import Supervisor
 from dtq.supervisor.worker import Worker, prepare_child
 
 _MIB = 2**20
@@ -32,21 +28,6 @@ NOT_JSON = "plugin returned a result that is not JSON: "
 
 
 # --- kills go to the process group -----------------------------------------------------
-
-@pytest.fixture
-def world(fake_redis):
-    fake_os = FakeOS()
-    engine = RedisEngine(client=fake_redis, clock=fake_os.time,
-                         defaults=Defaults(max_attempts=1, backoff=0.0))
-
-    def make(**overrides) -> Supervisor:
-        settings = SupervisorSettings(name="test-sup", workers=overrides.pop("workers", 1),
-                                      poll=0.5, kill_grace=2.0, **overrides)
-        return Supervisor(settings, engine, plugins={}, os_layer=fake_os)
-
-    yield fake_os, engine, make
-    fake_os.close_all()
-
 
 def frames_sent(fake_os: FakeOS, pid: int) -> bytes:
     """The bytes the supervisor has written to the worker's job pipe so far."""
