@@ -24,11 +24,14 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
    iteration count is calibrated on the machine at the start of each run); each dtq
    timing is divided by the mean of the Pool(2) timings taken just before and after it.
    Pool: a fork multiprocessing.Pool(2).map of the same function, pool start
-   included. Cold: enqueue 40, start ``supervise --burst``, time to its exit.
-   Warm: on a running idle supervisor, time from enqueue_many to the last
-   result, 4 times per run alternating with the Pool; a run reports the median
-   of its 4 ratios, and a last line gives the median of every ratio of every
-   run. Ideal is 40 x 0.25 / 2 = 5 s.
+   included, each batch in a fresh interpreter. Cold: enqueue 40, start
+   ``supervise --burst``, time to its exit. Warm: on an idle supervisor started
+   and warmed up for the batch, time from enqueue_many to the last result, 4
+   times per run alternating with the Pool; a run reports the median of its 4
+   ratios, and a last line gives the median of every ratio of every run. Fresh
+   processes on both sides, because a process's speed at this loop depends on
+   where its memory landed at exec (scripts/bench/pool_once.py). Ideal is
+   40 x 0.25 / 2 = 5 s.
 5. overhead (dtq only): supervisor process CPU (/proc/PID/schedstat, else psutil) over
    --idle-seconds of idleness / wall; supervisor CPU seconds per 10k no-op
    jobs while draining N; PSS of the supervisor plus all its descendants with

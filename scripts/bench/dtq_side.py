@@ -6,14 +6,14 @@ process group with the benchmark plugins, exactly as an operator would.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import random
 import shlex
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -27,11 +27,11 @@ from scripts.bench.common import (
     time_completions,
     wait_for_count,
 )
+from scripts.bench.pool import SPIN_JOBS, pool_batch  # noqa: F401 - cpu_ab uses pool_batch
 from scripts.bench.procs import Group
-from scripts.bench.spin import calibrate, spin
+from scripts.bench.spin import calibrate
 
 WARMUP_JOBS = 10
-SPIN_JOBS = 40
 SPIN_SECONDS = 0.25  # one job's CPU, as the issue sets it; calibrated on the machine at hand
 PLUGINS = ("scripts.bench.dtq_plugins:Noop", "scripts.bench.dtq_plugins:Spin")
 
@@ -151,27 +151,14 @@ def _spin_jobs(iterations: int, plugin: str = "spin") -> list[dict]:
     return [{"job": {"plugin": plugin, "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
 
 
-def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
-    """40 calls of ``func(iterations)`` on a bare fork Pool(2): seconds, pool start-up and
-    shutdown included, and the results.
-
-    close() and join(), not the with-block's terminate(): terminate() once hung here
-    for ten minutes, a worker stuck on the task queue's lock that another worker held
-    when it was killed."""
-    start = time.perf_counter()
-    pool = multiprocessing.get_context("fork").Pool(2)
-    try:
-        results = pool.map(func, [iterations] * SPIN_JOBS, chunksize=1)
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-    return time.perf_counter() - start, results
-
-
 def _pool_seconds(iterations: int) -> float:
-    """The same 40 spins on a bare Pool(2)."""
-    return pool_batch(spin, iterations)[0]
+    """The same 40 spins on a bare Pool(2), in a fresh interpreter (see pool_once)."""
+    out = subprocess.run([sys.executable, "-m", "scripts.bench.pool_once", str(iterations)],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                         text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"pool_once exited {out.returncode}: {out.stderr.strip()[-400:]}")
+    return float(json.loads(out.stdout)["seconds"])
 
 
 def _burst_seconds(q, iterations: int) -> float:
@@ -204,7 +191,14 @@ def warm_batch(q, iterations: int, plugin: str = "spin") -> tuple[float, list[An
 
 
 def _warm_batch_seconds(q, iterations: int) -> float:
-    return warm_batch(q, iterations)[0]
+    """One warm batch on a supervisor started for it (a new draw, see pool_once),
+    warmed up with no-op jobs first so that only the batch is timed."""
+    sup = _supervisor("cpu-warm", burst=False)
+    try:
+        _warm_up(q, sup)
+        return warm_batch(q, iterations)[0]
+    finally:
+        sup.stop()
 
 
 def cpu(jobs: int) -> dict:
@@ -212,23 +206,21 @@ def cpu(jobs: int) -> dict:
 
     Each dtq timing is divided by the mean of the Pool(2) timings just before and
     just after it: this VM's speed drifts by 10-30 % within a minute, which a single
-    Pool timing taken 10 s earlier would count as dtq's overhead. One running
-    supervisor is timed WARM_ROUNDS times, alternating with the Pool, and the run
-    reports the median of those ratios (single ratios spread by +-10 % here).
+    Pool timing taken 10 s earlier would count as dtq's overhead. A run times
+    WARM_ROUNDS warm batches, alternating with the Pool, and reports the median of
+    those ratios (single ratios spread by +-10 % here). Every Pool batch runs in a
+    fresh interpreter and every warm batch on a fresh supervisor: a process's speed
+    at this loop depends on where its memory landed (see pool_once), and fresh
+    processes on both sides compare dtq with the Pool, not one draw with another.
     """
     iterations = calibrate(SPIN_SECONDS)
     q = _queue()
     _flush()
-    sup = _supervisor("cpu-warm", burst=False)
-    try:
-        _warm_up(q, sup)
-        pools = [_pool_seconds(iterations)]
-        warms = []
-        for _ in range(WARM_ROUNDS):
-            warms.append(_warm_batch_seconds(q, iterations))
-            pools.append(_pool_seconds(iterations))
-    finally:
-        sup.stop()
+    pools = [_pool_seconds(iterations)]
+    warms = []
+    for _ in range(WARM_ROUNDS):
+        warms.append(_warm_batch_seconds(q, iterations))
+        pools.append(_pool_seconds(iterations))
     burst_s = _burst_seconds(q, iterations)
     pool_after = _pool_seconds(iterations)
     _flush()
