@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from waiting import wait_until
 
 from dtq.plugin import Plugin
 from dtq.supervisor.exits import describe_exit, format_bytes
@@ -381,8 +382,10 @@ def test_a_plugin_that_uses_sigalrm_keeps_it_and_outcomes_are_then_not_held():
     worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm(gate_r)}, child_setup=child_setup)
     try:
         worker.send(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
-        first = _read_outcomes(worker.up_r, 1)  # j1 is at its gate: nothing holds j0 back
-        assert [(m["id"], m["r"]) for m in first] == [("j0", "{}")] and worker.counter.value == 2
+        first = _read_outcomes(worker.up_r, 1)  # j1 will wait at its gate: nothing holds j0 back
+        assert [(m["id"], m["r"]) for m in first] == [("j0", "{}")]
+        # j0's outcome is written before j1 starts, so the count may still read 1 here
+        wait_until(lambda: worker.counter.value == 2, timeout=5.0, message="j1 to start")
         os.write(gate_w, b"x")
         rest = _read_outcomes(worker.up_r, 5)
         assert [(m["id"], m["r"]) for m in rest] == [("j1", '"fired"')] + [(f"j{i}", "{}")
