@@ -25,6 +25,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str) -> None:
+    # Neither format shows the calling line, thread or process name: not looking them
+    # up saves ~2 us of the ~11 us a line costs, and the supervisor writes one per job.
+    logging._srcfile = None  # the logging HOWTO's own switch ("Optimization")
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
