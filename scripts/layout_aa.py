@@ -7,7 +7,7 @@ and the ratio of their loop user CPU is taken. The parents live through all roun
 each parent's children share its layout. With --no-aslr the parents start under
 ``setarch -R`` (no address-space randomisation) and get the same layout.
 
-On the eighth session's AMD EPYC VM the per-run medians ranged 0.87-1.24 with
+On the eighth session's AMD EPYC VM the per-pair medians ranged 0.80-1.24 with
 randomisation and 0.97-1.04 without: a process's speed at this loop is a draw made at
 exec, kept for its life and by its forked children. That is why the benchmark's CPU
 measurement starts fresh processes on both sides (scripts/bench/pool_once.py).
