@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench.pool import SPIN_JOBS, pool_batch  # noqa: E402
 from scripts.bench.spin import calibrate, timed_spin  # noqa: E402
 from scripts.bench_supervisor import PrivateRedis  # noqa: E402
 
@@ -77,13 +78,13 @@ def main() -> int:
         for rnd in range(args.rounds):
             for side in (("A", "Pool") if rnd % 2 == 0 else ("Pool", "A")):
                 if side == "Pool":
-                    batches[side].append(dtq_side.pool_batch(timed_spin, iterations))
+                    batches[side].append(pool_batch(timed_spin, iterations))
                 elif args.mode == "dtq":
                     batches[side].append(dtq_side.warm_batch(queues[rnd % len(queues)], iterations,
                                                              "timed_spin"))
                 else:
                     func = sleepy_timed_spin if args.mode == "pool-sleep" else timed_spin
-                    batches[side].append(dtq_side.pool_batch(func, iterations))
+                    batches[side].append(pool_batch(func, iterations))
             a, p = batches["A"][-1], batches["Pool"][-1]
             print(f"round {rnd + 1:2}: {a_name} {a[0]:.3f} s, Pool(2) {p[0]:.3f} s, ratio "
                   f"{a[0] / p[0]:.3f}", file=sys.stderr, flush=True)
@@ -96,7 +97,7 @@ def main() -> int:
                     for a, p in zip(batches["A"], batches["Pool"], strict=True)]
               for key in ("wall", "user")}
     ratios["total"] = [a[0] / p[0] for a, p in zip(batches["A"], batches["Pool"], strict=True)]
-    print(f"{args.rounds} rounds of {dtq_side.SPIN_JOBS} spins of {iterations:,} iterations; "
+    print(f"{args.rounds} rounds of {SPIN_JOBS} spins of {iterations:,} iterations; "
           f"{a_name} against Pool(2)")
     for name, batch in ((a_name, batches["A"]), ("Pool(2)", batches["Pool"])):
         s = summary(batch)

@@ -27,7 +27,7 @@ from scripts.bench.common import (
     time_completions,
     wait_for_count,
 )
-from scripts.bench.pool import SPIN_JOBS, pool_batch  # noqa: F401 - cpu_ab uses pool_batch
+from scripts.bench.pool import SPIN_JOBS
 from scripts.bench.procs import Group
 from scripts.bench.spin import calibrate
 
