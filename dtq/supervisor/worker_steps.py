@@ -262,15 +262,18 @@ class WorkerSteps:
             if w.hard_kill_at is not None and now >= w.hard_kill_at:
                 w.hard_kill_at = None
                 self.pool.kill(w, HARD_SIGNAL)
-            running, deadline = self.deadline_of(w)
-            if running is not None and deadline is not None and now >= deadline:
+            if self.overdue(w, now) is not None:
                 with self.deciding(w):  # a result or a hand-back already written counts
-                    running, deadline = self.deadline_of(w)
-                    if running is not None and deadline is not None and now >= deadline:
+                    if (running := self.overdue(w, now)) is not None:
                         self.kill_worker(w, f"timeout after {running.timeout:g} s", SOFT_SIGNAL, "retry")
         if self.stop_deadline is not None and now >= self.stop_deadline and self.state is State.DRAINING:
             log.info("grace period over: stopping the jobs still running and giving them back")
             self.stop_now()
+
+    def overdue(self, worker: WorkerHandle, now: float) -> Assignment | None:
+        """The worker's running job if its time is up at ``now``."""
+        running, deadline = self.deadline_of(worker)
+        return running if running is not None and deadline is not None and now >= deadline else None
 
     def deadline_of(self, worker: WorkerHandle) -> tuple[Assignment | None, float | None]:
         """The running job and when its time is up. A job running behind unreported
