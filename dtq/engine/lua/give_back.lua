@@ -11,12 +11,7 @@ for i = 4, #ARGV, 3 do
   if is_current(jkey, ARGV[i + 1], holder) then
     redis.call('ZREM', prefix .. 'running', id)
     redis.call('HSET', jkey, 'holder', '')
-    if ARGV[i + 2] ~= '' then  -- back to its place, ahead of what was enqueued since
-      redis.call('ZADD', prefix .. 'ready', ARGV[i + 2], id)
-      redis.call('HSET', jkey, 'state', 'queued')
-    else
-      make_available(prefix, id, jkey, nil, now)
-    end
+    make_available(prefix, id, jkey, nil, now, ARGV[i + 2])  -- back to its old place
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

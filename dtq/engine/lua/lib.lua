@@ -9,14 +9,17 @@ local function ready_score(prefix, priority)
 end
 
 -- Put a job that is not running back where it can be claimed: ready now, or delayed.
-local function make_available(prefix, id, jkey, run_at, now)
+-- `score` (optional, '' = none): its place in the ready set, kept from an earlier claim.
+local function make_available(prefix, id, jkey, run_at, now, score)
   if run_at and run_at > now then
     redis.call('ZADD', prefix .. 'delayed', run_at, id)
     redis.call('HSET', jkey, 'state', 'scheduled', 'run_at', run_at)
     return 'scheduled'
   end
-  local priority = redis.call('HGET', jkey, 'priority') or 0
-  redis.call('ZADD', prefix .. 'ready', ready_score(prefix, priority), id)
+  if not score or score == '' then
+    score = ready_score(prefix, redis.call('HGET', jkey, 'priority') or 0)
+  end
+  redis.call('ZADD', prefix .. 'ready', score, id)
   redis.call('HSET', jkey, 'state', 'queued')
   return 'queued'
 end
