@@ -16,6 +16,7 @@ import time
 
 import pytest
 from fakes import SIGKILL, SIGTERM, FakeOS
+from worker_pipes import read_outcomes
 
 from dtq.cli.logs import setup_logging
 from dtq.job import build_job
@@ -159,16 +160,7 @@ class _RealWorker:
         return got
 
     def outcomes(self, want: int, timeout: float = 10.0) -> list[dict]:
-        reader, got, deadline = FrameReader(), [], time.monotonic() + timeout
-        while len(got) < want:
-            left = deadline - time.monotonic()
-            assert left > 0, f"only {len(got)} of {want} outcomes arrived in {timeout} s"
-            if select.select([self.up_r], [], [], left)[0]:
-                chunk = os.read(self.up_r, 1 << 16)
-                assert chunk, f"the worker closed its pipe after {len(got)} outcomes"
-                self.raw += chunk
-                got += reader.feed(chunk)
-        return got
+        return read_outcomes(self.up_r, want, timeout, raw=self.raw)
 
     def finish(self) -> tuple[int, str]:
         """Close its job pipe (it exits between jobs); its exit code and all it wrote to stderr."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import time
 from contextlib import contextmanager
 
 import pytest
 from waiting import wait_until
+from worker_pipes import read_outcomes
 
 from dtq.plugin import Plugin
 from dtq.supervisor.exits import describe_exit, format_bytes
@@ -175,16 +175,6 @@ class _Gate(Plugin):
         return os.read(self.fd, 1).decode()
 
 
-def _read_outcomes(fd: int, want: int, timeout: float = 10.0) -> list[dict]:
-    reader, got, deadline = FrameReader(), [], time.monotonic() + timeout
-    while len(got) < want:
-        left = deadline - time.monotonic()
-        assert left > 0, f"only {[m['id'] for m in got]} arrived"
-        if select.select([fd], [], [], left)[0]:
-            got += reader.feed(os.read(fd, 1 << 16))
-    return got
-
-
 class _ForkedWorker:
     """A real Worker.serve() in a forked child, fed and read through pipes like a supervisor
     would, with SIGALRM as the supervisor leaves it (pytest-timeout uses it here) unless
@@ -252,17 +242,17 @@ def test_a_batched_job_that_runs_long_lets_go_of_the_outcomes_and_jobs_around_it
     worker's shared count says which job runs meanwhile, and skips those handed back."""
     with _gated_worker() as (worker, gate_w):
         worker.send(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
-        first = _read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
+        first = read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
         assert [m["id"] for m in first] == ["j0"] and worker.counter.value == 2
         worker.send(["noop", "noop"], first=6)  # the next batch, already in the pipe
-        (back,) = _read_outcomes(worker.up_r, 1)
+        (back,) = read_outcomes(worker.up_r, 1)
         assert back == {"t": "back", "jobs": [[f"j{i}", 1] for i in range(2, 8)]}
         assert worker.counter.value == 2  # j1 still runs: nothing behind it started
         os.write(gate_w, b"x")
-        (gated,) = _read_outcomes(worker.up_r, 1)
+        (gated,) = read_outcomes(worker.up_r, 1)
         assert (gated["id"], gated["r"]) == ("j1", '"x"')
         worker.send(["noop"], first=8)  # what the supervisor sends next runs as usual
-        (after,) = _read_outcomes(worker.up_r, 1)
+        (after,) = read_outcomes(worker.up_r, 1)
         assert after["id"] == "j8" and worker.counter.value == 3
         assert worker.finish() == 0
 
@@ -272,12 +262,12 @@ def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
     runs long, what came in the pipe behind it is handed back, unread until then."""
     with _gated_worker() as (worker, gate_w):
         worker.send(["noop", "gate"])
-        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j0"]
+        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j0"]
         worker.send(["noop", "noop"], first=2)
-        (back,) = _read_outcomes(worker.up_r, 1)
+        (back,) = read_outcomes(worker.up_r, 1)
         assert back == {"t": "back", "jobs": [["j2", 1], ["j3", 1]]} and worker.counter.value == 2
         os.write(gate_w, b"x")
-        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
+        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j1"]
         assert worker.finish() == 0
 
 
@@ -292,11 +282,11 @@ class _ReportThenGate(_Gate):
 def test_a_progress_report_does_not_stop_the_hand_back():
     with _gated_worker(_ReportThenGate) as (worker, gate_w):
         worker.send(["noop", "gate", "noop", "noop"])
-        got = _read_outcomes(worker.up_r, 3)
+        got = read_outcomes(worker.up_r, 3)
         assert [m.get("id", m["t"]) for m in got] == ["j0", "j1", "back"]  # j1's progress
         assert got[2]["jobs"] == [["j2", 1], ["j3", 1]] and worker.counter.value == 2
         os.write(gate_w, b"x")
-        assert [m["id"] for m in _read_outcomes(worker.up_r, 1)] == ["j1"]
+        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j1"]
         assert worker.finish() == 0
 
 
@@ -306,7 +296,7 @@ def test_a_job_not_sent_as_short_gets_no_signal():
         worker.send(["gate"], batched=False)
         time.sleep(0.1)
         os.write(gate_w, b"x")
-        (done,) = _read_outcomes(worker.up_r, 1)
+        (done,) = read_outcomes(worker.up_r, 1)
         assert json.loads(done["r"]) == 0  # the gate's read was never interrupted
         assert worker.finish() == 0
 
@@ -382,12 +372,12 @@ def test_a_plugin_that_uses_sigalrm_keeps_it_and_outcomes_are_then_not_held():
     worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm(gate_r)}, child_setup=child_setup)
     try:
         worker.send(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
-        first = _read_outcomes(worker.up_r, 1)  # j1 will wait at its gate: nothing holds j0 back
+        first = read_outcomes(worker.up_r, 1)  # j1 will wait at its gate: nothing holds j0 back
         assert [(m["id"], m["r"]) for m in first] == [("j0", "{}")]
         # j0's outcome is written before j1 starts, so the count may still read 1 here
         wait_until(lambda: worker.counter.value == 2, timeout=5.0, message="j1 to start")
         os.write(gate_w, b"x")
-        rest = _read_outcomes(worker.up_r, 5)
+        rest = read_outcomes(worker.up_r, 5)
         assert [(m["id"], m["r"]) for m in rest] == [("j1", '"fired"')] + [(f"j{i}", "{}")
                                                                            for i in range(2, 6)]
         assert worker.finish() == 0
