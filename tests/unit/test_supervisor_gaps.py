@@ -11,18 +11,16 @@ import os
 import re
 import select
 import signal
-import sys
 import time
 
 import pytest
 from fakes import SIGKILL, SIGTERM, FakeOS
-from worker_pipes import read_outcomes
+from forked_worker import ForkedWorker, reap
 
-from dtq.cli.logs import setup_logging
 from dtq.job import build_job
 from dtq.plugin import Plugin
-from dtq.supervisor.messages import FrameReader, encode_job
-from dtq.supervisor.worker import Worker, prepare_child
+from dtq.supervisor.messages import FrameReader
+from dtq.supervisor.worker import prepare_child
 
 _MIB = 2**20
 NOT_JSON = "plugin returned a result that is not JSON: "
@@ -100,94 +98,18 @@ def test_a_worker_leads_its_own_process_group():
         child, group = map(int, os.read(r, 100).split())
     finally:
         os.close(r)
-        _reap(pid)
+        reap(pid)
     assert child == pid and group == pid and group != os.getpgrp()
 
 
 # --- a real worker in a forked child ---------------------------------------------------
 
-def _reap(pid: int, timeout: float = 10.0) -> int:
-    """Wait for the child at most ``timeout`` s (then kill it); its exit code."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not exit within {timeout} s")
-
-
-class _RealWorker:
-    """Worker.serve() in a forked child prepared as Pool._child prepares one (its own
-    process group, only its pipes and the standard streams left open), its stderr a pipe
-    the test reads. With ``log_format`` its logging is set up as `dtq supervise` sets it
-    up before forking (a handler on stderr)."""
-
-    def __init__(self, plugins: dict[str, Plugin], log_format: str | None = None) -> None:
-        self.down_r, self.down_w = os.pipe()
-        self.up_r, self.up_w = os.pipe()
-        self.err_r, self.err_w = os.pipe()
-        parent = os.getpid()
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - the worker
-            try:
-                signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, not the worker's
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)
-                os.dup2(self.err_w, 2)
-                sys.stderr = open(2, "w", buffering=1, closefd=False)
-                if log_format:
-                    setup_logging("info", log_format)
-                prepare_child((self.down_r, self.up_w), parent)
-                Worker(self.down_r, self.up_w, plugins).serve()
-            finally:
-                os._exit(70)
-        for fd in (self.down_r, self.up_w, self.err_w):
-            os.close(fd)
-        self.raw = bytearray()
-
-    def send(self, frames: bytes) -> None:
-        os.write(self.down_w, frames)
-
-    def run(self, *jobs: tuple[str, object], timeout: float = 10.0) -> list[dict]:
-        """Send jobs (plugin, data) as j0, j1, ..., each after the outcome of the one before
-        (as the supervisor sends jobs that are not short: one at a time), and return those."""
-        got = []
-        for i, (plugin, data) in enumerate(jobs):
-            self.send(encode_job(f"j{i}", "q", 1, plugin, json.dumps(data), None, None))
-            got += self.outcomes(1, timeout)
-        return got
-
-    def outcomes(self, want: int, timeout: float = 10.0) -> list[dict]:
-        return read_outcomes(self.up_r, want, timeout, raw=self.raw)
-
-    def finish(self) -> tuple[int, str]:
-        """Close its job pipe (it exits between jobs); its exit code and all it wrote to stderr."""
-        os.close(self.down_w)
-        self.down_w = -1
-        pid, self.pid = self.pid, 0
-        code = _reap(pid)
-        err = bytearray()
-        while select.select([self.err_r], [], [], 5)[0] and (chunk := os.read(self.err_r, 1 << 16)):
-            err += chunk
-        return code, err.decode(errors="replace")
-
-    def close(self) -> None:
-        if self.pid:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        for fd in (self.down_w, self.up_r, self.err_r):
-            if fd >= 0:
-                os.close(fd)
-
-
 @pytest.fixture
 def real_worker():
-    made: list[_RealWorker] = []
+    made: list[ForkedWorker] = []
 
-    def make(plugins: dict[str, Plugin], log_format: str | None = None) -> _RealWorker:
-        made.append(_RealWorker(plugins, log_format))
+    def make(plugins: dict[str, Plugin], log_format: str | None = None) -> ForkedWorker:
+        made.append(ForkedWorker(plugins, log_format=log_format))
         return made[-1]
 
     yield make

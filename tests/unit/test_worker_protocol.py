@@ -9,13 +9,12 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from forked_worker import ForkedWorker
 from waiting import wait_until
-from worker_pipes import read_outcomes
 
 from dtq.plugin import Plugin
 from dtq.supervisor.exits import describe_exit, format_bytes
 from dtq.supervisor.messages import HEADER, FrameError, FrameReader, encode, encode_done, encode_job
-from dtq.supervisor.started import StartedCounter
 from dtq.supervisor.worker import Worker
 
 
@@ -175,58 +174,12 @@ class _Gate(Plugin):
         return os.read(self.fd, 1).decode()
 
 
-class _ForkedWorker:
-    """A real Worker.serve() in a forked child, fed and read through pipes like a supervisor
-    would, with SIGALRM as the supervisor leaves it (pytest-timeout uses it here) unless
-    ``child_setup`` changes it (a plugin that takes it at import)."""
-
-    def __init__(self, plugins: dict[str, Plugin], child_setup=None) -> None:
-        self.down_r, self.down_w = os.pipe()
-        self.up_r, self.up_w = os.pipe()
-        self.counter = StartedCounter()
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - the worker
-            try:
-                os.close(self.down_w)
-                os.close(self.up_r)
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)
-                if child_setup:
-                    child_setup()
-                Worker(self.down_r, self.up_w, plugins, self.counter).serve()
-            finally:
-                os._exit(70)
-
-    def send(self, plugins: list[str], first: int = 0, batched: bool = True) -> None:
-        """Jobs j<first>, j<first + 1>, ... in one write, as the supervisor sends a batch of
-        short jobs (``batched``), or one job that is not short."""
-        os.write(self.down_w, b"".join(encode_job(f"j{i}", "q", 1, p, "{}", None, None, batched)
-                                       for i, p in enumerate(plugins, first)))
-
-    def finish(self) -> int:
-        os.close(self.down_w)
-        self.down_w = -1
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        return os.waitstatus_to_exitcode(status)
-
-    def close(self) -> None:
-        if self.pid:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        for fd in (self.down_r, self.down_w, self.up_r, self.up_w):
-            if fd >= 0:
-                os.close(fd)
-        self.counter.close()
-
-
 @contextmanager
 def _gated_worker(gate_class: type | None = None):
     """A forked worker with a 'noop' and a 'gate' plugin (a job that runs until the test
     writes to the gate), cleaned up after."""
     gate_r, gate_w = os.pipe()
-    worker = _ForkedWorker({"noop": _Noop(), "gate": (gate_class or _Gate)(gate_r)},
-                           child_setup=lambda: os.close(gate_w))
+    worker = ForkedWorker({"noop": _Noop(), "gate": (gate_class or _Gate)(gate_r)}, keep_fds=(gate_r,))
     try:
         yield worker, gate_w
     finally:
@@ -241,34 +194,34 @@ def test_a_batched_job_that_runs_long_lets_go_of_the_outcomes_and_jobs_around_it
     BACKLOG_SECONDS the jobs queued behind it go back unstarted, for other workers. The
     worker's shared count says which job runs meanwhile, and skips those handed back."""
     with _gated_worker() as (worker, gate_w):
-        worker.send(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
-        first = read_outcomes(worker.up_r, 1)  # while j1 is blocked on the gate
+        worker.send_jobs(["noop", "gate", "noop", "noop", "noop", "noop"])  # j0's outcome is held
+        first = worker.outcomes(1)  # while j1 is blocked on the gate
         assert [m["id"] for m in first] == ["j0"] and worker.counter.value == 2
-        worker.send(["noop", "noop"], first=6)  # the next batch, already in the pipe
-        (back,) = read_outcomes(worker.up_r, 1)
+        worker.send_jobs(["noop", "noop"], first=6)  # the next batch, already in the pipe
+        (back,) = worker.outcomes(1)
         assert back == {"t": "back", "jobs": [[f"j{i}", 1] for i in range(2, 8)]}
         assert worker.counter.value == 2  # j1 still runs: nothing behind it started
         os.write(gate_w, b"x")
-        (gated,) = read_outcomes(worker.up_r, 1)
+        (gated,) = worker.outcomes(1)
         assert (gated["id"], gated["r"]) == ("j1", '"x"')
-        worker.send(["noop"], first=8)  # what the supervisor sends next runs as usual
-        (after,) = read_outcomes(worker.up_r, 1)
+        worker.send_jobs(["noop"], first=8)  # what the supervisor sends next runs as usual
+        (after,) = worker.outcomes(1)
         assert after["id"] == "j8" and worker.counter.value == 3
-        assert worker.finish() == 0
+        assert worker.finish()[0] == 0
 
 
 def test_jobs_sent_after_a_batch_whose_last_job_runs_long_go_back_too():
     """The supervisor sends the next batch while a batch runs; if the batch's last job then
     runs long, what came in the pipe behind it is handed back, unread until then."""
     with _gated_worker() as (worker, gate_w):
-        worker.send(["noop", "gate"])
-        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j0"]
-        worker.send(["noop", "noop"], first=2)
-        (back,) = read_outcomes(worker.up_r, 1)
+        worker.send_jobs(["noop", "gate"])
+        assert [m["id"] for m in worker.outcomes(1)] == ["j0"]
+        worker.send_jobs(["noop", "noop"], first=2)
+        (back,) = worker.outcomes(1)
         assert back == {"t": "back", "jobs": [["j2", 1], ["j3", 1]]} and worker.counter.value == 2
         os.write(gate_w, b"x")
-        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j1"]
-        assert worker.finish() == 0
+        assert [m["id"] for m in worker.outcomes(1)] == ["j1"]
+        assert worker.finish()[0] == 0
 
 
 class _ReportThenGate(_Gate):
@@ -281,24 +234,24 @@ class _ReportThenGate(_Gate):
 
 def test_a_progress_report_does_not_stop_the_hand_back():
     with _gated_worker(_ReportThenGate) as (worker, gate_w):
-        worker.send(["noop", "gate", "noop", "noop"])
-        got = read_outcomes(worker.up_r, 3)
+        worker.send_jobs(["noop", "gate", "noop", "noop"])
+        got = worker.outcomes(3)
         assert [m.get("id", m["t"]) for m in got] == ["j0", "j1", "back"]  # j1's progress
         assert got[2]["jobs"] == [["j2", 1], ["j3", 1]] and worker.counter.value == 2
         os.write(gate_w, b"x")
-        assert [m["id"] for m in read_outcomes(worker.up_r, 1)] == ["j1"]
-        assert worker.finish() == 0
+        assert [m["id"] for m in worker.outcomes(1)] == ["j1"]
+        assert worker.finish()[0] == 0
 
 
 def test_a_job_not_sent_as_short_gets_no_signal():
     """Jobs sent as not short (one at a time) are never interrupted by the timer."""
     with _gated_worker(_CountSignals) as (worker, gate_w):
-        worker.send(["gate"], batched=False)
+        worker.send_jobs(["gate"], batched=False)
         time.sleep(0.1)
         os.write(gate_w, b"x")
-        (done,) = read_outcomes(worker.up_r, 1)
+        (done,) = worker.outcomes(1)
         assert json.loads(done["r"]) == 0  # the gate's read was never interrupted
-        assert worker.finish() == 0
+        assert worker.finish()[0] == 0
 
 
 class _CountSignals(Plugin):
@@ -365,22 +318,19 @@ class _CatchAlarm(Plugin):
 def test_a_plugin_that_uses_sigalrm_keeps_it_and_outcomes_are_then_not_held():
     gate_r, gate_w = os.pipe()
 
-    def child_setup():
-        os.close(gate_w)
-        signal.signal(signal.SIGALRM, _raise_alarm_fired)
-
-    worker = _ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm(gate_r)}, child_setup=child_setup)
+    worker = ForkedWorker({"noop": _Noop(), "catch_alarm": _CatchAlarm(gate_r)}, keep_fds=(gate_r,),
+                          child_setup=lambda: signal.signal(signal.SIGALRM, _raise_alarm_fired))
     try:
-        worker.send(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
-        first = read_outcomes(worker.up_r, 1)  # j1 will wait at its gate: nothing holds j0 back
+        worker.send_jobs(["noop", "catch_alarm", "noop", "noop", "noop", "noop"])
+        first = worker.outcomes(1)  # j1 will wait at its gate: nothing holds j0 back
         assert [(m["id"], m["r"]) for m in first] == [("j0", "{}")]
         # j0's outcome is written before j1 starts, so the count may still read 1 here
         wait_until(lambda: worker.counter.value == 2, timeout=5.0, message="j1 to start")
         os.write(gate_w, b"x")
-        rest = read_outcomes(worker.up_r, 5)
+        rest = worker.outcomes(5)
         assert [(m["id"], m["r"]) for m in rest] == [("j1", '"fired"')] + [(f"j{i}", "{}")
                                                                            for i in range(2, 6)]
-        assert worker.finish() == 0
+        assert worker.finish()[0] == 0
     finally:
         worker.close()
         os.close(gate_r)
