@@ -9,8 +9,9 @@ first two loops left out (both modes speed up over their first loops). Modes:
 
     plain    calls the spin loop (timed_spin) in a loop
     plugin   calls the TimedSpin plugin's process() in a loop
-    worker   a dtq Worker.serve() fed all jobs at once through a pipe, as a
-             supervisor would feed a batch, writing its outcome frames to the parent
+    worker   a dtq Worker.serve() fed all its jobs at once through a pipe (a
+             supervisor sends long jobs one at a time; no supervisor runs here),
+             writing its outcome frames to the parent
 
     .venv/bin/python scripts/worker_pair.py [--rounds 36] [--loops 10] [--modes plain,worker]
 
