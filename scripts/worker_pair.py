@@ -1,24 +1,28 @@
 """Does dtq's Worker itself, with no supervisor, Redis or other process around it, make a
-plugin's pure-Python loop slower than the same loop in a plain process?
+plugin's pure-Python loop slower than the same loop in a plain process or a Pool child?
 
 Each round starts a fresh parent interpreter (a new address-layout draw, see
 scripts/layout_aa.py) that forks two children at once, one per mode, both spinning
 side by side on the two CPUs; so both children share the parent's draw and the
 machine's moment. The ratio is that of the two children's median loop user CPU,
-first two loops left out (both modes speed up over their first loops). Modes:
+first two loops left out (every mode speeds up over its first loops). Modes:
 
     plain    calls the spin loop (timed_spin) in a loop
     plugin   calls the TimedSpin plugin's process() in a loop
-    worker   a dtq Worker.serve() fed all its jobs at once through a pipe (a
-             supervisor sends long jobs one at a time; no supervisor runs here),
-             writing its outcome frames to the parent
+    worker   a dtq Worker.serve() fed all its jobs at once through a pipe, writing its
+             outcome frames to the parent
+    fed      a dtq Worker forked by the child, which feeds it one job at a time and
+             waits for each outcome, as a supervisor feeds a worker long jobs
+    pool     a multiprocessing Pool(1) forked by the child, all tasks mapped at once
+    pool-fed the same Pool(1), given one task at a time (apply), each after the last result
 
-    .venv/bin/python scripts/worker_pair.py [--rounds 36] [--loops 10] [--modes plain,worker]
+    .venv/bin/python scripts/worker_pair.py [--rounds 96] [--loops 10] [--modes pool,fed]
 
-On the ninth session's AMD EPYC VM, 36 rounds each: worker/plain 1.017, 1.034 and 1.091
-(1.051 and 1.056 over 24 rounds in an earlier form), plugin/plain 1.001. Single rounds spread 0.8-1.2: the
-two CPUs are not equally fast at the same moment, so only medians of many rounds say
-anything. ~4 s per round.
+On the ninth session's AMD EPYC VM, 96 rounds each: worker/pool 1.005, plain/pool
+0.995, pool-fed/pool 1.026, fed/pool-fed 1.000, fed/pool 1.036. dtq's worker runs the
+loop as fast as a Pool child fed the same way; being handed one job at a time costs
+~2.5 % whoever does the handing. Single rounds spread 0.7-1.5 (the two CPUs are not
+equally fast at the same moment): use 96 rounds, ~1.5 s each.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.bench.spin import calibrate  # noqa: E402
 
+MODES = ("plain", "plugin", "worker", "fed", "pool", "pool-fed")
+
 _PARENT = f"""
-import json, os, sys
+import json, multiprocessing, os, sys
 sys.path.insert(0, {str(ROOT)!r})
 from dtq.plugin_loader import load_plugins
 from dtq.supervisor.messages import FrameReader, encode_job
@@ -47,26 +53,61 @@ n, loops, modes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 plugins = load_plugins(["scripts.bench.dtq_plugins:TimedSpin"], entry_point_group=None)
 
 
+def jobs(count):
+    return b"".join(encode_job(f"j{{i}}", "q", 1, "timed_spin", json.dumps({{"iterations": n}}), None, None)
+                    for i in range(count))
+
+
+def outcomes(data):
+    return [json.loads(m["r"])["user"] for m in FrameReader().feed(data) if m.get("t") == "ok"]
+
+
+def fed():  # a worker of this process's own, fed one job at a time: this process supervises it
+    jobs_r, jobs_w = os.pipe()
+    up_r, up_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(jobs_w)
+        os.close(up_r)
+        Worker(jobs_r, up_w, plugins).serve()
+    os.close(jobs_r)
+    os.close(up_w)
+    reader, times = FrameReader(), []
+    for _ in range(loops):
+        os.write(jobs_w, jobs(1))
+        want = len(times) + 1
+        while len(times) < want:
+            times += [json.loads(m["r"])["user"] for m in reader.feed(os.read(up_r, 1 << 16))
+                      if m.get("t") == "ok"]
+    os.close(jobs_w)
+    os.waitpid(pid, 0)
+    return times
+
+
 def run(mode, out_fd):
     if mode == "plain":
-        os.write(out_fd, json.dumps([timed_spin(n)["user"] for _ in range(loops)]).encode())
+        times = [timed_spin(n)["user"] for _ in range(loops)]
     elif mode == "plugin":
         spin = plugins["timed_spin"]
-        os.write(out_fd, json.dumps([spin.process({{"iterations": n}}, None)["user"]
-                                     for _ in range(loops)]).encode())
+        times = [spin.process({{"iterations": n}}, None)["user"] for _ in range(loops)]
+    elif mode == "fed":
+        times = fed()
+    elif mode == "pool":
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            times = [r["user"] for r in pool.map(timed_spin, [n] * loops, chunksize=1)]
+    elif mode == "pool-fed":
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            times = [pool.apply(timed_spin, (n,))["user"] for _ in range(loops)]
     else:
         jobs_r, jobs_w = os.pipe()
-        os.write(jobs_w, b"".join(encode_job(f"j{{i}}", "q", 1, "timed_spin",
-                                             json.dumps({{"iterations": n}}), None, None)
-                                  for i in range(loops)))
+        os.write(jobs_w, jobs(loops))
         os.close(jobs_w)
         Worker(jobs_r, out_fd, plugins).serve()
+    os.write(out_fd, json.dumps(times).encode())
 
 
 def loop_times(mode, data):
-    if mode != "worker":
-        return json.loads(data)
-    return [json.loads(m["r"])["user"] for m in FrameReader().feed(data) if m.get("t") == "ok"]
+    return outcomes(data) if mode == "worker" else json.loads(data)
 
 
 children = {{}}
@@ -92,14 +133,14 @@ print(json.dumps(got))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=36)
+    parser.add_argument("--rounds", type=int, default=96)
     parser.add_argument("--loops", type=int, default=10, help="spins per child")
-    parser.add_argument("--modes", default="plain,worker", help="two of plain, plugin, worker")
+    parser.add_argument("--modes", default="pool,fed", help="two of " + ", ".join(MODES))
     parser.add_argument("--seconds", type=float, default=0.15, help="one loop, calibrated")
     args = parser.parse_args()
     base, other = args.modes.split(",")
-    if base == other or not {base, other} <= {"plain", "plugin", "worker"}:
-        parser.error("--modes takes two different modes of plain, plugin, worker")
+    if base == other or not {base, other} <= set(MODES):
+        parser.error("--modes takes two different modes of " + ", ".join(MODES))
     iterations = calibrate(args.seconds)
     ratios = []
     for rnd in range(args.rounds):
