@@ -31,7 +31,9 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
    ratios, and a last line gives the median of every ratio of every run. Fresh
    processes on both sides, because a process's speed at this loop depends on
    where its memory landed at exec (scripts/bench/pool_once.py). Ideal is
-   40 x 0.25 / 2 = 5 s.
+   40 x 0.25 / 2 = 5 s. Pool fed, warm/fed: a like-for-like baseline beside it, a
+   Pool(2) handed one task per free child after each result, as dtq hands out jobs
+   (no prefetch beyond free slots), timed after each Pool(2) batch.
 5. overhead (dtq only): supervisor process CPU (/proc/PID/schedstat, else psutil) over
    --idle-seconds of idleness / wall; supervisor CPU seconds per 10k no-op
    jobs while draining N; PSS of the supervisor plus all its descendants with
@@ -82,7 +84,8 @@ COLUMNS = {
     "cpu": ([("spin_iterations", "spin iters", "{:,.0f}"), ("pool_s", "Pool(2) s", "{:.2f}"),
              ("burst_s", "cold s", "{:.2f}"),
              ("warm_s", "warm s", "{:.2f}"), ("burst_vs_pool", "cold/Pool", "{:.2f}x"),
-             ("warm_vs_pool", "warm/Pool", "{:.2f}x")], True),
+             ("warm_vs_pool", "warm/Pool", "{:.2f}x"), ("pool_fed_s", "Pool fed s", "{:.2f}"),
+             ("warm_vs_pool_fed", "warm/fed", "{:.2f}x")], True),
     "overhead": ([("idle_cpu_pct", "idle CPU %", "{:.2f}"),
                   ("cpu_s_per_10k", "CPU s/10k jobs", "{:.2f}"),
                   ("pss_mib", "PSS MiB", "{:.1f}"), ("workers", "workers", "{}")], True),
@@ -282,7 +285,8 @@ def _pooled_warm_ratios(result: dict) -> str:
     and beside it the same ratio for Pool timings against their own neighbours (an A/A
     control: how far this machine's noise alone moves such a median)."""
     lines = ""
-    for key, label in (("warm_ratios", "warm/Pool"), ("control_ratios", "A/A control, Pool/Pool")):
+    for key, label in (("warm_ratios", "warm/Pool"), ("control_ratios", "A/A control, Pool/Pool"),
+                       ("warm_fed_ratios", "warm/Pool fed one task per free child")):
         ratios = sorted(r for run in result.get("runs", []) for r in run.get(key, []))
         if ratios:
             lines += (f"  {label} over all {len(ratios)} alternations: median "

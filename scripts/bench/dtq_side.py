@@ -151,9 +151,11 @@ def _spin_jobs(iterations: int, plugin: str = "spin") -> list[dict]:
     return [{"job": {"plugin": plugin, "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
 
 
-def _pool_seconds(iterations: int) -> float:
-    """The same 40 spins on a bare Pool(2), in a fresh interpreter (see pool_once)."""
-    out = subprocess.run([sys.executable, "-m", "scripts.bench.pool_once", str(iterations)],
+def _pool_seconds(iterations: int, fed: bool = False) -> float:
+    """The same 40 spins on a bare Pool(2), in a fresh interpreter (see pool_once); with
+    ``fed``, handed one task per free child as dtq hands out jobs."""
+    argv = [sys.executable, "-m", "scripts.bench.pool_once", str(iterations)] + (["--fed"] if fed else [])
+    out = subprocess.run(argv,
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                          text=True, timeout=300, check=False)
     if out.returncode != 0:
@@ -212,19 +214,26 @@ def cpu(jobs: int) -> dict:
     fresh interpreter and every warm batch on a fresh supervisor: a process's speed
     at this loop depends on where its memory landed (see pool_once), and fresh
     processes on both sides compare dtq with the Pool, not one draw with another.
+
+    Beside the issue's baseline, a like-for-like one: a Pool(2) handed one task per
+    free child (pool_fed_batch), timed after each Pool(2) batch; dtq may not queue
+    jobs ahead in a worker the way map() does, and waiting between tasks costs a
+    Pool child too. warm/fed divides each warm timing by the fed timings around it.
     """
     iterations = calibrate(SPIN_SECONDS)
     q = _queue()
     _flush()
-    pools = [_pool_seconds(iterations)]
+    pools, feds = [_pool_seconds(iterations)], [_pool_seconds(iterations, fed=True)]
     warms = []
     for _ in range(WARM_ROUNDS):
         warms.append(_warm_batch_seconds(q, iterations))
         pools.append(_pool_seconds(iterations))
+        feds.append(_pool_seconds(iterations, fed=True))
     burst_s = _burst_seconds(q, iterations)
     pool_after = _pool_seconds(iterations)
     _flush()
     warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
+    warm_fed_ratios = [w / ((feds[i] + feds[i + 1]) / 2) for i, w in enumerate(warms)]
     # A/A control: each inner Pool timing against the Pool timings before and after it
     # (a warm timing lies between, so they are twice as far apart as a warm timing's
     # neighbours). It should be ~1.0; how far it strays shows the noise any warm/Pool
@@ -234,7 +243,9 @@ def cpu(jobs: int) -> dict:
             "warm_s": statistics.median(warms), "pool_runs_s": pools + [pool_after],
             "warm_runs_s": warms, "warm_ratios": warm_ratios, "control_ratios": control_ratios,
             "burst_vs_pool": burst_s / ((pools[-1] + pool_after) / 2),
-            "warm_vs_pool": statistics.median(warm_ratios)}
+            "warm_vs_pool": statistics.median(warm_ratios), "pool_fed_s": statistics.median(feds),
+            "pool_fed_runs_s": feds, "warm_fed_ratios": warm_fed_ratios,
+            "warm_vs_pool_fed": statistics.median(warm_fed_ratios)}
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:

@@ -8,6 +8,7 @@ Pool script would.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,49 @@ def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list
     pool = multiprocessing.get_context("fork").Pool(2)
     try:
         results = pool.map(func, [iterations] * SPIN_JOBS, chunksize=1)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+    return time.perf_counter() - start, results
+
+
+def pool_fed_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
+    """The same 40 calls on a bare fork Pool(2) handed one task per free child, each
+    after the last result, as dtq hands its workers jobs (the issue allows no prefetch
+    beyond free slots); map() above queues all 40 at once, so its children never wait
+    between tasks. A like-for-like baseline beside the issue's: on the ninth session's
+    VM waiting between tasks cost a Pool child ~2.5 % (scripts/worker_pair.py)."""
+    start = time.perf_counter()
+    pool = multiprocessing.get_context("fork").Pool(2)
+    lock, finished, results, failures = threading.Lock(), threading.Event(), [], []
+    sent = 0
+
+    def hand_out() -> None:  # under lock
+        nonlocal sent
+        sent += 1
+        pool.apply_async(func, (iterations,), callback=on_result, error_callback=on_error)
+
+    def on_result(result: Any) -> None:
+        with lock:
+            results.append(result)
+            if sent < SPIN_JOBS:
+                hand_out()
+            elif len(results) == SPIN_JOBS:
+                finished.set()
+
+    def on_error(exc: BaseException) -> None:
+        failures.append(exc)
+        finished.set()
+
+    try:
+        with lock:
+            for _ in range(2):
+                hand_out()
+        if not finished.wait(600):
+            raise TimeoutError("the fed Pool did not finish its 40 tasks in 600 s")
+        if failures:
+            raise failures[0]
         pool.close()
         pool.join()
     finally:

@@ -10,7 +10,9 @@ luck. A new interpreter per batch (and a new supervisor per dtq batch, see
 ``dtq_side.cpu``) draws anew each time on both sides. The interpreter's start is not
 timed; the Pool's start is.
 
-    python -m scripts.bench.pool_once ITERATIONS
+    python -m scripts.bench.pool_once ITERATIONS [--fed]
+
+With --fed the Pool is handed one task per free child (pool_fed_batch).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 import json
 import sys
 
-from scripts.bench.pool import pool_batch
+from scripts.bench.pool import pool_batch, pool_fed_batch
 from scripts.bench.spin import spin
 
 
 def main() -> int:
-    seconds, _ = pool_batch(spin, int(sys.argv[1]))
+    batch = pool_fed_batch if "--fed" in sys.argv[2:] else pool_batch
+    seconds, _ = batch(spin, int(sys.argv[1]))
     print(json.dumps({"seconds": seconds}))
     return 0
 
