@@ -283,7 +283,8 @@ def format_table(measure: str, results: dict, args: argparse.Namespace) -> str:
 def _pooled_warm_ratios(result: dict) -> str:
     """Every warm/Pool ratio of every run: a finer figure than the median of run medians,
     and beside it the same ratio for Pool timings against their own neighbours (an A/A
-    control: how far this machine's noise alone moves such a median)."""
+    control: how far this machine's noise alone moves such a median), and warm against
+    the Pool handed one task per free child."""
     lines = ""
     for key, label in (("warm_ratios", "warm/Pool"), ("control_ratios", "A/A control, Pool/Pool"),
                        ("warm_fed_ratios", "warm/Pool fed one task per free child")):

@@ -235,8 +235,8 @@ def cpu(jobs: int) -> dict:
     warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
     warm_fed_ratios = [w / ((feds[i] + feds[i + 1]) / 2) for i, w in enumerate(warms)]
     # A/A control: each inner Pool timing against the Pool timings before and after it
-    # (a warm timing lies between, so they are twice as far apart as a warm timing's
-    # neighbours). It should be ~1.0; how far it strays shows the noise any warm/Pool
+    # (a fed and a warm timing lie between, so they are further apart than a warm
+    # timing's neighbours). It should be ~1.0; how far it strays shows the noise any warm/Pool
     # figure of this run sits on.
     control_ratios = [pools[i] / ((pools[i - 1] + pools[i + 1]) / 2) for i in range(1, len(pools) - 1)]
     return {"spin_iterations": iterations, "pool_s": statistics.median(pools), "burst_s": burst_s,
