@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.bench.spin import calibrate  # noqa: E402
 from scripts.bench_supervisor import PrivateRedis  # noqa: E402
 
+VARIANTS = ("pool", "pool2", "bare", "imports", "dtq", "dtq2", "dtq2w")
 _SUPERVISOR_IMPORTS = ("import dtq.cli.main, dtq.cli.supervise, dtq.supervisor.supervisor, "
                        "dtq.engine.redis_engine, psutil, redis, scripts.bench.dtq_plugins")
 
@@ -117,6 +118,8 @@ def main() -> int:
     parser.add_argument("--loops", type=int, default=3, help="spins per worker or child")
     args = parser.parse_args()
     names = args.variants.split(",")
+    if unknown := sorted(set(names) - set(VARIANTS)):
+        parser.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     redis = PrivateRedis()
     try:
         variants = Variants(args.cpus, calibrate(args.seconds), args.loops, redis.url)
