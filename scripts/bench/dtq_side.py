@@ -155,8 +155,7 @@ def _pool_seconds(iterations: int, fed: bool = False) -> float:
     """The same 40 spins on a bare Pool(2), in a fresh interpreter (see pool_once); with
     ``fed``, handed one task per free child as dtq hands out jobs."""
     argv = [sys.executable, "-m", "scripts.bench.pool_once", str(iterations)] + (["--fed"] if fed else [])
-    out = subprocess.run(argv,
-                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+    out = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                          text=True, timeout=300, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"pool_once exited {out.returncode}: {out.stderr.strip()[-400:]}")
@@ -236,8 +235,8 @@ def cpu(jobs: int) -> dict:
     warm_fed_ratios = [w / ((feds[i] + feds[i + 1]) / 2) for i, w in enumerate(warms)]
     # A/A control: each inner Pool timing against the Pool timings before and after it
     # (a fed and a warm timing lie between, so they are further apart than a warm
-    # timing's neighbours). It should be ~1.0; how far it strays shows the noise any warm/Pool
-    # figure of this run sits on.
+    # timing's neighbours). It should be ~1.0; how far it strays shows the noise any
+    # warm/Pool figure of this run sits on.
     control_ratios = [pools[i] / ((pools[i - 1] + pools[i + 1]) / 2) for i in range(1, len(pools) - 1)]
     return {"spin_iterations": iterations, "pool_s": statistics.median(pools), "burst_s": burst_s,
             "warm_s": statistics.median(warms), "pool_runs_s": pools + [pool_after],

@@ -14,19 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 SPIN_JOBS = 40
+POOL_SIZE = 2
 
 
-def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
-    """40 calls of ``func(iterations)`` on a bare fork Pool(2): seconds, pool start-up and
-    shutdown included, and the results.
+def _timed_pool(run: Callable[[Any], list[Any]]) -> tuple[float, list[Any]]:
+    """``run(pool)`` on a bare fork Pool(2): seconds, pool start-up and shutdown
+    included, and its results.
 
     close() and join(), not the with-block's terminate(): terminate() once hung here
     for ten minutes, a worker stuck on the task queue's lock that another worker held
     when it was killed."""
     start = time.perf_counter()
-    pool = multiprocessing.get_context("fork").Pool(2)
+    pool = multiprocessing.get_context("fork").Pool(POOL_SIZE)
     try:
-        results = pool.map(func, [iterations] * SPIN_JOBS, chunksize=1)
+        results = run(pool)
         pool.close()
         pool.join()
     finally:
@@ -34,14 +35,21 @@ def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list
     return time.perf_counter() - start, results
 
 
+def pool_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
+    """40 calls of ``func(iterations)``, all queued at once (map, chunksize 1)."""
+    return _timed_pool(lambda pool: pool.map(func, [iterations] * SPIN_JOBS, chunksize=1))
+
+
 def pool_fed_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, list[Any]]:
-    """The same 40 calls on a bare fork Pool(2) handed one task per free child, each
-    after the last result, as dtq hands its workers jobs (the issue allows no prefetch
-    beyond free slots); map() above queues all 40 at once, so its children never wait
-    between tasks. A like-for-like baseline beside the issue's: on the ninth session's
-    VM waiting between tasks cost a Pool child ~2.5 % (scripts/worker_pair.py)."""
-    start = time.perf_counter()
-    pool = multiprocessing.get_context("fork").Pool(2)
+    """The same 40 calls handed one task per free child, each after the last result, as
+    dtq hands its workers jobs (the issue allows no prefetch beyond free slots); map()
+    queues all 40 at once, so its children never wait between tasks. A like-for-like
+    baseline beside the issue's: on the ninth session's VM waiting between tasks cost a
+    Pool child ~2.5 % (scripts/worker_pair.py)."""
+    return _timed_pool(lambda pool: _feed(pool, func, iterations))
+
+
+def _feed(pool: Any, func: Callable[[int], Any], iterations: int) -> list[Any]:
     lock, finished, results, failures = threading.Lock(), threading.Event(), [], []
     sent = 0
 
@@ -62,16 +70,11 @@ def pool_fed_batch(func: Callable[[int], Any], iterations: int) -> tuple[float, 
         failures.append(exc)
         finished.set()
 
-    try:
-        with lock:
-            for _ in range(2):
-                hand_out()
-        if not finished.wait(600):
-            raise TimeoutError("the fed Pool did not finish its 40 tasks in 600 s")
-        if failures:
-            raise failures[0]
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-    return time.perf_counter() - start, results
+    with lock:
+        for _ in range(POOL_SIZE):
+            hand_out()
+    if not finished.wait(600):
+        raise TimeoutError("the fed Pool did not finish its 40 tasks in 600 s")
+    if failures:
+        raise failures[0]
+    return results
