@@ -31,9 +31,9 @@ VARIANTS = {
 from dtq.plugin_loader import load_plugins
 from dtq.supervisor.messages import encode_job
 from dtq.supervisor.worker import Worker
-plugins = load_plugins(["scripts.bench.dtq_plugins:TimedSpin"], entry_point_group=None)
+plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
 r, w = os.pipe(); r2, w2 = os.pipe()
-os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "timed_spin", '{"iterations": %d}' % n, None, None)
+os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None)
                      for i in range(4)))
 os.close(w)
 pid = os.fork()
@@ -50,11 +50,11 @@ with multiprocessing.get_context("fork").Pool(1) as pool:
 """,
     "forked child calling the plugin": _PRELUDE + """
 from dtq.plugin_loader import load_plugins
-plugins = load_plugins(["scripts.bench.dtq_plugins:TimedSpin"], entry_point_group=None)
+plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
 pid = os.fork()
 if pid == 0:
     for _ in range(4):
-        plugins["timed_spin"].process({"iterations": n}, None)
+        plugins["spin"].process({"iterations": n}, None)
     os._exit(0)
 os.waitpid(pid, 0)
 """,

@@ -33,10 +33,7 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
    where its memory landed at exec (scripts/bench/pool_once.py). Ideal is
    40 x 0.25 / 2 = 5 s. Pool fed, warm/fed: a like-for-like baseline beside it, a
    Pool(2) handed one task per free child after each result, as dtq hands out jobs
-   (no prefetch beyond free slots), timed after each Pool(2) batch. Every loop is
-   also timed inside its process (timed_spin, on both sides), which splits the gap:
-   the loops' own user CPU, warm against the Pools around it, and the time outside
-   the loops per batch (start, hand-overs, tail).
+   (no prefetch beyond free slots), timed after each Pool(2) batch.
 5. overhead (dtq only): supervisor process CPU (/proc/PID/schedstat, else psutil) over
    --idle-seconds of idleness / wall; supervisor CPU seconds per 10k no-op
    jobs while draining N; PSS of the supervisor plus all its descendants with
@@ -287,23 +284,14 @@ def _pooled_warm_ratios(result: dict) -> str:
     """Every warm/Pool ratio of every run: a finer figure than the median of run medians,
     and beside it the same ratio for Pool timings against their own neighbours (an A/A
     control: how far this machine's noise alone moves such a median), and warm against
-    the Pool handed one task per free child. Then the gap split in two: the loops' own
-    user CPU (how fast each side's processes ran the loop) and the time outside them."""
-    runs = result.get("runs", [])
+    the Pool handed one task per free child."""
     lines = ""
     for key, label in (("warm_ratios", "warm/Pool"), ("control_ratios", "A/A control, Pool/Pool"),
-                       ("warm_fed_ratios", "warm/Pool fed one task per free child"),
-                       ("warm_loop_user_ratios", "the loops' own user CPU, warm/Pool")):
-        ratios = sorted(r for run in runs for r in run.get(key, []))
+                       ("warm_fed_ratios", "warm/Pool fed one task per free child")):
+        ratios = sorted(r for run in result.get("runs", []) for r in run.get(key, []))
         if ratios:
             lines += (f"  {label} over all {len(ratios)} alternations: median "
                       f"{statistics.median(ratios):.3f}x (range {ratios[0]:.3f}-{ratios[-1]:.3f})\n")
-    outside = {side: [s for run in runs for s in run.get(f"{side}_outside_runs_s", [])]
-               for side in ("pool", "warm")}
-    if all(outside.values()):
-        lines += (f"  outside the loops (wall - half the loops' wall), median per batch: Pool(2) "
-                  f"{statistics.median(outside['pool']) * 1e3:.0f} ms, warm "
-                  f"{statistics.median(outside['warm']) * 1e3:.0f} ms\n")
     return lines
 
 

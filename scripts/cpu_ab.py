@@ -64,7 +64,7 @@ def main() -> int:
     iterations = calibrate(args.seconds)
     redis = PrivateRedis()
     os.environ["BENCH_REDIS_URL"] = redis.url
-    os.environ["BENCH_DTQ_ARGS"] = args.dtq_args
+    os.environ["BENCH_DTQ_ARGS"] = "--plugin scripts.bench.dtq_plugins:TimedSpin " + args.dtq_args
     from scripts.bench import dtq_side
 
     queues, sups = [], []

@@ -1,4 +1,4 @@
-"""dtq plugins for the benchmark: a no-op that stamps its start, and the CPU spinner."""
+"""dtq plugins for the benchmark: a no-op that stamps its start, and CPU spinners."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from dtq.plugin import JobContext, Plugin
-from scripts.bench.spin import SPIN_ITERATIONS, timed_spin
+from scripts.bench.spin import SPIN_ITERATIONS, spin, timed_spin
 
 
 class Noop(Plugin):
@@ -18,9 +18,18 @@ class Noop(Plugin):
         return {"started": time.time()}
 
 
+class Spin(Plugin):
+    """Burns ~0.25 s of pure-Python CPU, the same work the Pool baseline does."""
+
+    name = "spin"
+
+    def process(self, data: Any, ctx: JobContext) -> Any:
+        iterations = int((data or {}).get("iterations", SPIN_ITERATIONS))
+        return {"result": spin(iterations)}
+
+
 class TimedSpin(Plugin):
-    """Burns ~0.25 s of pure-Python CPU, the same work the Pool baseline does, and
-    returns what the loop itself cost (the benchmark splits its gap to the Pool with it)."""
+    """Spin, returning what the loop itself cost (for scripts/cpu_ab.py)."""
 
     name = "timed_spin"
 

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import psutil
 import redis
@@ -27,14 +27,13 @@ from scripts.bench.common import (
     time_completions,
     wait_for_count,
 )
-from scripts.bench.pool import POOL_SIZE, SPIN_JOBS
+from scripts.bench.pool import SPIN_JOBS
 from scripts.bench.procs import Group
 from scripts.bench.spin import calibrate
 
 WARMUP_JOBS = 10
 SPIN_SECONDS = 0.25  # one job's CPU, as the issue sets it; calibrated on the machine at hand
-PLUGINS = ("scripts.bench.dtq_plugins:Noop", "scripts.bench.dtq_plugins:TimedSpin")
-SPIN_PLUGIN = "timed_spin"
+PLUGINS = ("scripts.bench.dtq_plugins:Noop", "scripts.bench.dtq_plugins:Spin")
 
 
 def _url() -> str:
@@ -148,30 +147,11 @@ def bulk(jobs: int) -> dict:
     return {"jobs_per_s": jobs / elapsed, "jobs": jobs, "api": "Queue.enqueue_many"}
 
 
-def _spin_jobs(iterations: int, plugin: str = SPIN_PLUGIN) -> list[dict]:
+def _spin_jobs(iterations: int, plugin: str = "spin") -> list[dict]:
     return [{"job": {"plugin": plugin, "data": {"iterations": iterations}}} for _ in range(SPIN_JOBS)]
 
 
-class Batch(NamedTuple):
-    """One timed batch of 40 spins: its wall seconds, and what each loop cost inside the
-    process that ran it (timed_spin), which splits a gap to the Pool in two."""
-
-    seconds: float
-    loops: list[dict]
-
-    @property
-    def loop_user(self) -> float:
-        """User CPU of the 40 loops themselves: how fast these processes ran the loop."""
-        return sum(loop["user"] for loop in self.loops)
-
-    @property
-    def outside(self) -> float:
-        """Seconds each of the two processes spent outside the loops, on average: start,
-        hand-overs between jobs, the tail. What the pool itself costs."""
-        return self.seconds - sum(loop["wall"] for loop in self.loops) / POOL_SIZE
-
-
-def _pool_batch(iterations: int, fed: bool = False) -> Batch:
+def _pool_seconds(iterations: int, fed: bool = False) -> float:
     """The same 40 spins on a bare Pool(2), in a fresh interpreter (see pool_once); with
     ``fed``, handed one task per free child as dtq hands out jobs."""
     argv = [sys.executable, "-m", "scripts.bench.pool_once", str(iterations)] + (["--fed"] if fed else [])
@@ -179,8 +159,7 @@ def _pool_batch(iterations: int, fed: bool = False) -> Batch:
                          text=True, timeout=300, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"pool_once exited {out.returncode}: {out.stderr.strip()[-400:]}")
-    got = json.loads(out.stdout)
-    return Batch(float(got["seconds"]), got["loops"])
+    return float(json.loads(out.stdout)["seconds"])
 
 
 def _burst_seconds(q, iterations: int) -> float:
@@ -203,7 +182,7 @@ def _burst_seconds(q, iterations: int) -> float:
 WARM_ROUNDS = 4  # warm timings per run, each between two Pool timings
 
 
-def warm_batch(q, iterations: int, plugin: str = SPIN_PLUGIN) -> tuple[float, list[Any]]:
+def warm_batch(q, iterations: int, plugin: str = "spin") -> tuple[float, list[Any]]:
     """From enqueueing 40 spins on an idle, running supervisor to the last result:
     seconds, and the results."""
     start = time.perf_counter()
@@ -212,20 +191,15 @@ def warm_batch(q, iterations: int, plugin: str = SPIN_PLUGIN) -> tuple[float, li
     return time.perf_counter() - start, results
 
 
-def _warm_batch(q, iterations: int) -> Batch:
+def _warm_batch_seconds(q, iterations: int) -> float:
     """One warm batch on a supervisor started for it (a new draw, see pool_once),
     warmed up with no-op jobs first so that only the batch is timed."""
     sup = _supervisor("cpu-warm", burst=False)
     try:
         _warm_up(q, sup)
-        return Batch(*warm_batch(q, iterations))
+        return warm_batch(q, iterations)[0]
     finally:
         sup.stop()
-
-
-def _against_neighbours(values: list[float], baseline: list[float]) -> list[float]:
-    """Each value divided by the mean of the baseline figures taken just before and after it."""
-    return [v / ((baseline[i] + baseline[i + 1]) / 2) for i, v in enumerate(values)]
 
 
 def cpu(jobs: int) -> dict:
@@ -244,41 +218,33 @@ def cpu(jobs: int) -> dict:
     free child (pool_fed_batch), timed after each Pool(2) batch; dtq may not queue
     jobs ahead in a worker the way map() does, and waiting between tasks costs a
     Pool child too. warm/fed divides each warm timing by the fed timings around it.
-
-    Every loop is timed inside its process, which splits the warm/Pool gap in two:
-    the loops' own user CPU, warm against the Pools around it (how fast the workers
-    ran the loop), and the time outside the loops per batch (what each pool costs).
     """
     iterations = calibrate(SPIN_SECONDS)
     q = _queue()
     _flush()
-    pools, feds = [_pool_batch(iterations)], [_pool_batch(iterations, fed=True)]
-    warms: list[Batch] = []
+    pools, feds = [_pool_seconds(iterations)], [_pool_seconds(iterations, fed=True)]
+    warms = []
     for _ in range(WARM_ROUNDS):
-        warms.append(_warm_batch(q, iterations))
-        pools.append(_pool_batch(iterations))
-        feds.append(_pool_batch(iterations, fed=True))
+        warms.append(_warm_batch_seconds(q, iterations))
+        pools.append(_pool_seconds(iterations))
+        feds.append(_pool_seconds(iterations, fed=True))
     burst_s = _burst_seconds(q, iterations)
-    pool_after = _pool_batch(iterations).seconds
+    pool_after = _pool_seconds(iterations)
     _flush()
-    pool_s, fed_s, warm_s = ([b.seconds for b in batches] for batches in (pools, feds, warms))
-    warm_ratios = _against_neighbours(warm_s, pool_s)
-    warm_fed_ratios = _against_neighbours(warm_s, fed_s)
-    loop_user_ratios = _against_neighbours([b.loop_user for b in warms], [b.loop_user for b in pools])
+    warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
+    warm_fed_ratios = [w / ((feds[i] + feds[i + 1]) / 2) for i, w in enumerate(warms)]
     # A/A control: each inner Pool timing against the Pool timings before and after it
     # (a fed and a warm timing lie between, so they are further apart than a warm
     # timing's neighbours). It should be ~1.0; how far it strays shows the noise any
     # warm/Pool figure of this run sits on.
-    control_ratios = [pool_s[i] / ((pool_s[i - 1] + pool_s[i + 1]) / 2) for i in range(1, len(pool_s) - 1)]
-    return {"spin_iterations": iterations, "pool_s": statistics.median(pool_s), "burst_s": burst_s,
-            "warm_s": statistics.median(warm_s), "pool_runs_s": pool_s + [pool_after],
-            "warm_runs_s": warm_s, "warm_ratios": warm_ratios, "control_ratios": control_ratios,
-            "burst_vs_pool": burst_s / ((pool_s[-1] + pool_after) / 2),
-            "warm_vs_pool": statistics.median(warm_ratios), "pool_fed_s": statistics.median(fed_s),
-            "pool_fed_runs_s": fed_s, "warm_fed_ratios": warm_fed_ratios,
-            "warm_vs_pool_fed": statistics.median(warm_fed_ratios),
-            "warm_loop_user_ratios": loop_user_ratios, "pool_outside_runs_s": [b.outside for b in pools],
-            "warm_outside_runs_s": [b.outside for b in warms]}
+    control_ratios = [pools[i] / ((pools[i - 1] + pools[i + 1]) / 2) for i in range(1, len(pools) - 1)]
+    return {"spin_iterations": iterations, "pool_s": statistics.median(pools), "burst_s": burst_s,
+            "warm_s": statistics.median(warms), "pool_runs_s": pools + [pool_after],
+            "warm_runs_s": warms, "warm_ratios": warm_ratios, "control_ratios": control_ratios,
+            "burst_vs_pool": burst_s / ((pools[-1] + pool_after) / 2),
+            "warm_vs_pool": statistics.median(warm_ratios), "pool_fed_s": statistics.median(feds),
+            "pool_fed_runs_s": feds, "warm_fed_ratios": warm_fed_ratios,
+            "warm_vs_pool_fed": statistics.median(warm_fed_ratios)}
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:

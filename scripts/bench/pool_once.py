@@ -1,5 +1,4 @@
-"""One Pool(2) batch of spins in a fresh interpreter; prints its seconds and what
-each loop cost inside its child (timed_spin) as JSON.
+"""One Pool(2) batch of spins in a fresh interpreter; prints its seconds as JSON.
 
 Why a fresh process for every batch: on the AMD EPYC VM of the eighth session, two
 identical Python processes ran the same spin loop up to 25 % apart, each for its whole
@@ -22,13 +21,13 @@ import json
 import sys
 
 from scripts.bench.pool import pool_batch, pool_fed_batch
-from scripts.bench.spin import timed_spin
+from scripts.bench.spin import spin
 
 
 def main() -> int:
     batch = pool_fed_batch if "--fed" in sys.argv[2:] else pool_batch
-    seconds, loops = batch(timed_spin, int(sys.argv[1]))
-    print(json.dumps({"seconds": seconds, "loops": loops}))
+    seconds, _ = batch(spin, int(sys.argv[1]))
+    print(json.dumps({"seconds": seconds}))
     return 0
 
 
