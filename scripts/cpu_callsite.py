@@ -8,8 +8,9 @@ The same loop reached four ways (the "call sites"):
     dropped  called after the same getrusage, its record dropped first
     timed    through timed_spin (a getrusage and a clock read before it, one more frame)
 
-dtq side: fresh supervisors (2 workers each), the four plugins taking turns in batches
-of 8 jobs; a job's figure is the wall time its worker records. Pool side: fresh
+dtq side: fresh supervisors (2 workers each), the four call sites taking turns in
+batches of 8 jobs of one plugin (the job's data names the site); a job's figure is the
+wall time its worker records. Pool side: fresh
 Pool(2)s mapping the four functions in turn, timed per batch. Printed: each call
 site's time against ``held``, per worker (dtq) or per pool, and their medians.
 
