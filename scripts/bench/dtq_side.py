@@ -202,6 +202,11 @@ def _warm_batch_seconds(q, iterations: int) -> float:
         sup.stop()
 
 
+def _against_neighbours(values: list[float], baseline: list[float]) -> list[float]:
+    """Each value divided by the mean of the baseline timings taken just before and after it."""
+    return [v / ((baseline[i] + baseline[i + 1]) / 2) for i, v in enumerate(values)]
+
+
 def cpu(jobs: int) -> dict:
     """CPU-bound scaling: dtq warm and cold (--burst) against multiprocessing.Pool(2).
 
@@ -231,8 +236,8 @@ def cpu(jobs: int) -> dict:
     burst_s = _burst_seconds(q, iterations)
     pool_after = _pool_seconds(iterations)
     _flush()
-    warm_ratios = [w / ((pools[i] + pools[i + 1]) / 2) for i, w in enumerate(warms)]
-    warm_fed_ratios = [w / ((feds[i] + feds[i + 1]) / 2) for i, w in enumerate(warms)]
+    warm_ratios = _against_neighbours(warms, pools)
+    warm_fed_ratios = _against_neighbours(warms, feds)
     # A/A control: each inner Pool timing against the Pool timings before and after it
     # (a fed and a warm timing lie between, so they are further apart than a warm
     # timing's neighbours). It should be ~1.0; how far it strays shows the noise any
