@@ -58,8 +58,8 @@ def jobs(count):
                     for i in range(count))
 
 
-def outcomes(data):
-    return [json.loads(m["r"])["user"] for m in FrameReader().feed(data) if m.get("t") == "ok"]
+def outcomes(data, reader=None):  # a reader of its own keeps a frame split across reads
+    return [json.loads(m["r"])["user"] for m in (reader or FrameReader()).feed(data) if m.get("t") == "ok"]
 
 
 def fed():  # a worker of this process's own, fed one job at a time: this process supervises it
@@ -77,8 +77,7 @@ def fed():  # a worker of this process's own, fed one job at a time: this proces
         os.write(jobs_w, jobs(1))
         want = len(times) + 1
         while len(times) < want:
-            times += [json.loads(m["r"])["user"] for m in reader.feed(os.read(up_r, 1 << 16))
-                      if m.get("t") == "ok"]
+            times += outcomes(os.read(up_r, 1 << 16), reader)
     os.close(jobs_w)
     os.waitpid(pid, 0)
     return times
