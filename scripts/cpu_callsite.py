@@ -88,7 +88,7 @@ def _report(label: str, rows: list[dict[str, float]]) -> None:
               f"(range {ratios[0]:.3f}-{ratios[-1]:.3f})")
 
 
-def dtq_side(supervisors: int, batches: int, iterations: int) -> list[dict[str, float]]:
+def in_workers(supervisors: int, batches: int, iterations: int) -> list[dict[str, float]]:
     """Per worker, the median job wall time of each call site."""
     redis = PrivateRedis()
     os.environ["BENCH_REDIS_URL"] = redis.url
@@ -125,7 +125,7 @@ def dtq_side(supervisors: int, batches: int, iterations: int) -> list[dict[str, 
     return rows
 
 
-def pool_side(pools: int, batches: int, iterations: int) -> list[dict[str, float]]:
+def in_pools(pools: int, batches: int, iterations: int) -> list[dict[str, float]]:
     """Per fresh Pool(2), the median batch wall time of each call site."""
     rows = []
     for p in range(pools):
@@ -150,8 +150,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.25, help="one loop, calibrated")
     args = parser.parse_args()
     iterations = calibrate(args.seconds)
-    workers = dtq_side(args.supervisors, args.batches, iterations)
-    pools = pool_side(args.pools, args.batches, iterations)
+    workers = in_workers(args.supervisors, args.batches, iterations)
+    pools = in_pools(args.pools, args.batches, iterations)
     print(f"{iterations:,} iterations per loop; each call site against 'held':")
     _report("dtq workers", workers)
     _report("Pool(2)    ", pools)
