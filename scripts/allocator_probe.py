@@ -5,7 +5,7 @@ Instruction counts do not depend on the machine's noise, so this tells a slower
 code path from a slower machine (docs/benchmarks.md, "CPU-bound"). Each variant
 runs 4 spins of N1 and of N2 iterations under valgrind; the difference of the
 child's totals, divided by 4 x (N2 - N1), is the cost of one iteration. Needs
-valgrind; takes about two minutes.
+valgrind; takes about a minute.
 
     python3 scripts/allocator_probe.py [--n1 100000] [--n2 300000]
     python3 scripts/allocator_probe.py --native 6   # the same three, timed natively
@@ -26,19 +26,25 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 
 _PRELUDE = f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nn = int(sys.argv[1])\n"
 VARIANTS = {
-    # a dtq Worker fed 4 spin frames through a pipe: the worker's own path, no supervisor
+    # a dtq Worker fed 4 spin frames through a pipe, each after the last outcome, as a
+    # supervisor feeds jobs that are not short: the worker's own path, no supervisor
     "dtq worker": _PRELUDE + """
 from dtq.plugin_loader import load_plugins
-from dtq.supervisor.messages import encode_job
+from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.worker import Worker
 plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
 r, w = os.pipe(); r2, w2 = os.pipe()
-os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None)
-                     for i in range(4)))
-os.close(w)
 pid = os.fork()
 if pid == 0:
+    os.close(w); os.close(r2)
     Worker(r, w2, plugins).serve()
+os.close(r); os.close(w2)
+reader = FrameReader()
+for i in range(4):
+    os.write(w, encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None))
+    while not reader.feed(os.read(r2, 65536)):
+        pass
+os.close(w)
 os.waitpid(pid, 0)
 """,
     "Pool(1) child": _PRELUDE + """
@@ -95,20 +101,20 @@ class Timed:  # a plugin whose result is the loop's CPU time
     def process(self, data, ctx):
         return timed_spin()
 
-def in_worker():
+def in_worker():  # one job at a time, as for the callgrind variant
     r, w = os.pipe(); r2, w2 = os.pipe()
-    os.write(w, b"".join(encode_job(f"j{i}", "q", 1, "spin", "{}", None, None) for i in range(4)))
-    os.close(w)
     pid = os.fork()
     if pid == 0:
-        os.close(r2)
+        os.close(w); os.close(r2)
         Worker(r, w2, {"spin": Timed()}).serve()
     os.close(w2); os.close(r)
-    data = b""
-    while chunk := os.read(r2, 65536):
-        data += chunk
-    os.waitpid(pid, 0); os.close(r2)
-    return [float(m["r"]) for m in FrameReader().feed(data)]
+    reader, got = FrameReader(), []
+    for i in range(4):
+        os.write(w, encode_job(f"j{i}", "q", 1, "spin", "{}", None, None))
+        while len(got) <= i:
+            got += reader.feed(os.read(r2, 65536))
+    os.close(w); os.waitpid(pid, 0); os.close(r2)
+    return [float(m["r"]) for m in got]
 
 def in_pool():
     with multiprocessing.get_context("fork").Pool(1) as pool:
