@@ -41,7 +41,7 @@ reported, with the ratio to the best peer ("x best": value / best peer value).
 
 Each (tool, measurement) runs in a driver subprocess under the tool's own venv
 (dtq: .venv; peers: .bench/peers-venv, created on demand), each worker in its
-own process group, torn down with TERM, wait, KILL, even on Ctrl-C or error.
+own process group, torn down with TERM, wait, KILL, even on Ctrl-C, SIGTERM or error.
 A tool that fails shows its error in its row; the others still run.
 
 Usage: python3 scripts/bench_supervisor.py [--only dtq,huey] [--runs 5]
@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -347,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # `kill` tears down like Ctrl-C: killed outright, this process would leave its running
+    # driver, workers and Pool children spinning beside whatever is measured next
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
