@@ -42,8 +42,11 @@ os.close(r); os.close(w2)
 reader = FrameReader()
 for i in range(4):
     os.write(w, encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None))
-    while not reader.feed(os.read(r2, 65536)):
-        pass
+    got = []
+    while not got:
+        chunk = os.read(r2, 65536)
+        assert chunk, "the worker closed its pipe"
+        got = reader.feed(chunk)
 os.close(w)
 os.waitpid(pid, 0)
 """,
@@ -112,7 +115,9 @@ def in_worker():  # one job at a time, as for the callgrind variant
     for i in range(4):
         os.write(w, encode_job(f"j{i}", "q", 1, "spin", "{}", None, None))
         while len(got) <= i:
-            got += reader.feed(os.read(r2, 65536))
+            chunk = os.read(r2, 65536)
+            assert chunk, "the worker closed its pipe"
+            got += reader.feed(chunk)
     os.close(w); os.waitpid(pid, 0); os.close(r2)
     return [float(m["r"]) for m in got]
 
