@@ -25,30 +25,37 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 _PRELUDE = f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nn = int(sys.argv[1])\n"
-VARIANTS = {
-    # a dtq Worker fed 4 spin frames through a pipe, each after the last outcome, as a
-    # supervisor feeds jobs that are not short: the worker's own path, no supervisor
-    "dtq worker": _PRELUDE + """
-from dtq.plugin_loader import load_plugins
+# A dtq Worker in a forked child, fed `count` spin jobs through a pipe, each after the last
+# outcome, as a supervisor feeds jobs that are not short (with all of them queued in the
+# pipe, the worker would hold outcomes and its timer's signal would land inside the next
+# loop); returns the outcome frames. Both the callgrind and the native program use it.
+_FEED_WORKER = """
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.worker import Worker
+
+def feed_worker(plugins, data_json, count):
+    r, w = os.pipe(); r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w); os.close(r2)
+        Worker(r, w2, plugins).serve()
+    os.close(r); os.close(w2)
+    reader, got = FrameReader(), []
+    for i in range(count):
+        os.write(w, encode_job(f"j{i}", "q", 1, "spin", data_json, None, None))
+        while len(got) <= i:
+            chunk = os.read(r2, 65536)
+            assert chunk, "the worker closed its pipe"
+            got += reader.feed(chunk)
+    os.close(w); os.waitpid(pid, 0); os.close(r2)
+    return got
+"""
+VARIANTS = {
+    # the worker's own path, no supervisor
+    "dtq worker": _PRELUDE + _FEED_WORKER + """
+from dtq.plugin_loader import load_plugins
 plugins = load_plugins(["scripts.bench.dtq_plugins:Spin"], entry_point_group=None)
-r, w = os.pipe(); r2, w2 = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.close(w); os.close(r2)
-    Worker(r, w2, plugins).serve()
-os.close(r); os.close(w2)
-reader = FrameReader()
-for i in range(4):
-    os.write(w, encode_job(f"j{i}", "q", 1, "spin", '{"iterations": %d}' % n, None, None))
-    got = []
-    while not got:
-        chunk = os.read(r2, 65536)
-        assert chunk, "the worker closed its pipe"
-        got = reader.feed(chunk)
-os.close(w)
-os.waitpid(pid, 0)
+feed_worker(plugins, '{"iterations": %d}' % n, 4)
 """,
     "Pool(1) child": _PRELUDE + """
 import multiprocessing
@@ -88,10 +95,8 @@ def child_totals(script: str, n: int, out_dir: str) -> list[int]:
     return [by_name["Ir"], by_name["Bc"], by_name["Bcm"]]
 
 
-NATIVE = _PRELUDE + """
+NATIVE = _PRELUDE + _FEED_WORKER + """
 import json, multiprocessing, random, statistics, time
-from dtq.supervisor.messages import FrameReader, encode_job
-from dtq.supervisor.worker import Worker
 from scripts.bench.spin import SPIN_ITERATIONS, spin
 
 def timed_spin(_=None):
@@ -104,22 +109,8 @@ class Timed:  # a plugin whose result is the loop's CPU time
     def process(self, data, ctx):
         return timed_spin()
 
-def in_worker():  # one job at a time, as for the callgrind variant
-    r, w = os.pipe(); r2, w2 = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(w); os.close(r2)
-        Worker(r, w2, {"spin": Timed()}).serve()
-    os.close(w2); os.close(r)
-    reader, got = FrameReader(), []
-    for i in range(4):
-        os.write(w, encode_job(f"j{i}", "q", 1, "spin", "{}", None, None))
-        while len(got) <= i:
-            chunk = os.read(r2, 65536)
-            assert chunk, "the worker closed its pipe"
-            got += reader.feed(chunk)
-    os.close(w); os.waitpid(pid, 0); os.close(r2)
-    return [float(m["r"]) for m in got]
+def in_worker():
+    return [float(m["r"]) for m in feed_worker({"spin": Timed()}, "{}", 4)]
 
 def in_pool():
     with multiprocessing.get_context("fork").Pool(1) as pool:
