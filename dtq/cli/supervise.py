@@ -24,6 +24,9 @@ def register(commands: Any) -> None:
                    help="load this plugin (repeatable); installed dtq.plugins entry points load too")
     p.add_argument("--no-entry-points", action="store_true",
                    help="load only the plugins named with --plugin")
+    p.add_argument("--no-fork-server", action="store_true",
+                   help="fork workers from the supervisor itself, not from a fresh interpreter "
+                        "that loaded the plugins (the default: faster workers, see docs/design.md)")
     p.add_argument("--timeout", type=float, default=3600.0, help="default per-job timeout (s)")
     p.add_argument("--timeout-ceiling", type=float, help="no job may run longer than this (s)")
     p.add_argument("--memory-limit", help="default per-job memory limit, e.g. 512M")
@@ -67,6 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> SupervisorSettings:
         name=args.name or default_name(),
         queues=[q.strip() for q in args.queues.split(",") if q.strip()],
         workers=workers, plugins=list(args.plugin), entry_points=not args.no_entry_points,
+        fork_server=not args.no_fork_server,
         timeout=args.timeout, timeout_ceiling=args.timeout_ceiling,
         memory_limit=parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None,
         memory_breaches=max(1, args.memory_breaches), memory_sample=args.memory_sample,

@@ -19,11 +19,11 @@ from typing import Any
 
 from dtq.engine.base import ClaimedJob
 from dtq.plugin import Plugin
-from dtq.supervisor.exits import EXIT_START_FAILED
+from dtq.supervisor.forkserver import ForkServer
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.oslayer import OSLayer
 from dtq.supervisor.started import StartedCounter
-from dtq.supervisor.worker import Worker, prepare_child
+from dtq.supervisor.worker import run_worker
 
 
 class WorkerState(enum.Enum):
@@ -135,9 +135,11 @@ class Pool:
         self.workers: dict[int, WorkerHandle] = {}
         self.supervisor_pid = os.getpid()
         self.rng = random.Random()
+        self.fork_server: ForkServer | None = None  # set: workers come from it (see forkserver.py)
 
     def spawn(self) -> WorkerHandle:
-        """Fork one worker; the child never returns from here.
+        """Start one worker: forked here (the child never returns from here) or, with a
+        fork server, forked by it and adopted by this process.
 
         Raises `SpawnFailed` (having closed every descriptor it opened) when the
         system refuses a pipe or a fork: a full process or file table is a reason
@@ -145,12 +147,17 @@ class Pool:
         opened: list[int] = []
         counter: StartedCounter | None = None
         try:
-            counter = StartedCounter()  # an mmap: ENOMEM is refused like a fork
+            # an mmap: ENOMEM is refused like a fork
+            counter = StartedCounter(passable=self.fork_server is not None)
             down_r, down_w = self.os.pipe()  # supervisor -> worker
             opened += (down_r, down_w)
             up_r, up_w = self.os.pipe()  # worker -> supervisor
             opened += (up_r, up_w)
-            pid = self.os.fork()
+            if self.fork_server is None:
+                pid = self.os.fork()
+            else:
+                pid = self.fork_server.fork(down_r, up_w, counter.fd)
+                counter.drop_fd()
         except OSError as exc:
             for fd in opened:
                 self.os.close(fd)
@@ -170,14 +177,8 @@ class Pool:
         return handle
 
     def _child(self, fd_in: int, fd_out: int, started: StartedCounter) -> None:  # pragma: no cover
-        code = EXIT_START_FAILED
-        try:
-            prepare_child((fd_in, fd_out), self.supervisor_pid, self.max_file_size, self.child_init)
-            Worker(fd_in, fd_out, self.plugins, started).serve()
-        except BaseException as exc:  # noqa: BLE001 - report why the child could not start
-            os.write(2, f"dtq worker {os.getpid()} failed to start: {exc!r}\n".encode())
-        finally:
-            os._exit(code)
+        run_worker(fd_in, fd_out, self.plugins, self.supervisor_pid, started, self.max_file_size,
+                   self.child_init)
 
     def send(self, worker: WorkerHandle, assignment: Assignment, batched: bool = False) -> None:
         """Queue a job for the worker; `flush` writes it (several jobs go in one write).

@@ -26,6 +26,10 @@ class SupervisorSettings:
     workers: int = 2
     plugins: list[str] = field(default_factory=list)  # module:Class specs
     entry_points: bool = True
+    # workers forked by a fresh interpreter that loaded the same plugins (forkserver.py), not
+    # by the supervisor; off by default for library use, where plugins may be objects
+    # no spec names; `dtq supervise` turns it on
+    fork_server: bool = False
     timeout: float | None = 3600.0  # default per-job timeout
     timeout_ceiling: float | None = None  # no job may ask for more
     memory_limit: int | None = None  # default per-job limit

@@ -23,6 +23,7 @@ from dtq.engine.base import ClaimedJob, Engine, Listener, Outcome
 from dtq.errors import EngineUnavailable, PluginError
 from dtq.plugin import Plugin
 from dtq.plugin_loader import load_plugins
+from dtq.supervisor.forkserver import start_fork_server
 from dtq.supervisor.http import MetricsServer
 from dtq.supervisor.metrics import Metrics
 from dtq.supervisor.oslayer import HARD_SIGNAL, OSLayer
@@ -89,6 +90,8 @@ class Supervisor(WorkerSteps, RedisSteps):
         """Run until stopped; returns the process exit code."""
         self.signals = SignalQueue()
         set_title(f"dtq supervisor {self.settings.name}")
+        if self.settings.fork_server:
+            self.pool.fork_server = start_fork_server(self.settings, self.plugins)
         if self.settings.metrics_port is not None:
             self.http = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
                                       self.metrics.render, self.healthy)
@@ -275,6 +278,9 @@ class Supervisor(WorkerSteps, RedisSteps):
             return
         self.plugins.clear()
         self.plugins.update(plugins)
+        if self.pool.fork_server is not None:  # a fresh server imports the new code afresh
+            self.pool.fork_server.close()
+            self.pool.fork_server = start_fork_server(self.settings, self.plugins)
         for w in list(self.pool.workers.values()):
             w.max_jobs, w.shrink_marked = w.jobs_done + len(w.jobs), False  # old code: no way back
             if w.state is WorkerState.IDLE:
@@ -390,4 +396,6 @@ class Supervisor(WorkerSteps, RedisSteps):
             self.http.close()
         if self.signals:
             self.signals.close()
+        if self.pool.fork_server is not None:
+            self.pool.fork_server.close()
         log.info("supervisor %s stopped", self.settings.name)

@@ -52,7 +52,7 @@ def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
     if drop_privileges is not None:
         drop_privileges()
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
@@ -66,7 +66,28 @@ def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int
     os.closerange(low, _max_fd())
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def run_worker(fd_in: int, fd_out: int, plugins: Mapping[str, Plugin], supervisor_pid: int,
+               started: StartedCounter | int | None = None, max_file_size: int | None = None,
+               drop_privileges: Callable[[], None] | None = None) -> NoReturn:
+    """A new worker process's whole life, wherever it was forked (by the supervisor or by
+    its fork server). ``started`` may be a counter's descriptor: it is mapped after the
+    inherited descriptors are closed, and then closed itself."""
+    code = EXIT_START_FAILED
+    try:
+        keep = (fd_in, fd_out) if not isinstance(started, int) else (fd_in, fd_out, started)
+        prepare_child(keep, supervisor_pid, max_file_size, drop_privileges)
+        set_title("dtq worker: idle")
+        if isinstance(started, int):
+            fd, started = started, StartedCounter.attach(started)
+            os.close(fd)
+        Worker(fd_in, fd_out, plugins, started).serve()
+    except BaseException as exc:  # noqa: BLE001 - report why the child could not start
+        os.write(2, f"dtq worker {os.getpid()} failed to start: {exc!r}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this worker when its supervisor dies, so a recovered job never runs
     twice at once because an orphaned worker kept going."""
     try:

@@ -35,6 +35,16 @@ def running(proc: psutil.Process | int) -> bool:
         return False
 
 
+def is_fork_server(proc: psutil.Process) -> bool:
+    """The supervisor's fork server (dtq/supervisor/forkserver.py), by its title or, before
+    it has set one, its command line."""
+    try:
+        line = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return line.startswith("dtq fork server") or "dtq.supervisor.forkserver" in line
+
+
 class SupervisorProcess:
     """One `python -m dtq supervise` process; remembers every process it saw below it."""
 
@@ -64,7 +74,14 @@ class SupervisorProcess:
 
     def worker_pids(self) -> list[int]:
         try:
-            return [k.pid for k in psutil.Process(self.pid).children(recursive=False)]
+            return [k.pid for k in psutil.Process(self.pid).children(recursive=False)
+                    if not is_fork_server(k)]
+        except psutil.Error:
+            return []
+
+    def fork_server_pids(self) -> list[int]:
+        try:
+            return [k.pid for k in psutil.Process(self.pid).children(recursive=False) if is_fork_server(k)]
         except psutil.Error:
             return []
 
