@@ -45,6 +45,9 @@ log = logging.getLogger("dtq.supervisor")
 
 _PR_SET_CHILD_SUBREAPER = 36
 START_SECONDS = 60.0  # plugin imports may be slow (Pillow, numpy, a model's weights)
+# A restart (the server died, or SIGHUP) happens while the supervisor holds leases that
+# its loop must renew: it may not block the loop for longer than this.
+RESTART_SECONDS = 10.0
 REPLY_SECONDS = 10.0  # one fork takes milliseconds; a server this slow is replaced
 REPARENT_SECONDS = 5.0
 
@@ -78,7 +81,8 @@ def server_config(settings: SupervisorSettings) -> dict[str, Any]:
             "sys_path": sys.path}  # plugins found through a path the supervisor added
 
 
-def start_fork_server(settings: SupervisorSettings, plugins: Mapping[str, Any]) -> ForkServer | None:
+def start_fork_server(settings: SupervisorSettings, plugins: Mapping[str, Any],
+                      timeout: float = START_SECONDS) -> ForkServer | None:
     """A running fork server for these plugins, or None (with a warning saying why) when
     the supervisor has to fork its workers itself."""
     if not become_subreaper():
@@ -87,7 +91,7 @@ def start_fork_server(settings: SupervisorSettings, plugins: Mapping[str, Any]) 
         return None
     server = ForkServer(server_config(settings), set(plugins))
     try:
-        server.start()
+        server.start(timeout)
     except ForkServerError as exc:
         log.warning("%s: forking workers from the supervisor", exc)
         return None
@@ -103,7 +107,7 @@ class ForkServer:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = START_SECONDS) -> None:
         """Start the server and wait until it has loaded the plugins; raises ForkServerError."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -117,7 +121,7 @@ class ForkServer:
             theirs.close()
         self.sock = ours
         try:
-            ours.settimeout(START_SECONDS)
+            ours.settimeout(timeout)
             ours.send(json.dumps(self.config).encode())
             reply = ours.recv(1 << 16).decode(errors="replace")
         except OSError as exc:
@@ -137,7 +141,7 @@ class ForkServer:
         started; a server that died or hangs is replaced on the next call."""
         if self.sock is None:
             try:
-                self.start()
+                self.start(RESTART_SECONDS)
             except ForkServerError as exc:
                 raise OSError(errno.EAGAIN, str(exc)) from None
         assert self.sock is not None

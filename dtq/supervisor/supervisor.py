@@ -23,7 +23,7 @@ from dtq.engine.base import ClaimedJob, Engine, Listener, Outcome
 from dtq.errors import EngineUnavailable, PluginError
 from dtq.plugin import Plugin
 from dtq.plugin_loader import load_plugins
-from dtq.supervisor.forkserver import start_fork_server
+from dtq.supervisor.forkserver import RESTART_SECONDS, start_fork_server
 from dtq.supervisor.http import MetricsServer
 from dtq.supervisor.metrics import Metrics
 from dtq.supervisor.oslayer import HARD_SIGNAL, OSLayer
@@ -280,7 +280,7 @@ class Supervisor(WorkerSteps, RedisSteps):
         self.plugins.update(plugins)
         if self.pool.fork_server is not None:  # a fresh server imports the new code afresh
             self.pool.fork_server.close()
-            self.pool.fork_server = start_fork_server(self.settings, self.plugins)
+            self.pool.fork_server = start_fork_server(self.settings, self.plugins, RESTART_SECONDS)
         for w in list(self.pool.workers.values()):
             w.max_jobs, w.shrink_marked = w.jobs_done + len(w.jobs), False  # old code: no way back
             if w.state is WorkerState.IDLE:
