@@ -100,3 +100,30 @@ def test_a_passable_counter_is_shared_through_its_descriptor():
     assert counter.value == 2
     worker_side.close()
     counter.close()
+
+
+HELPED = """
+from dtq.plugin import Plugin
+from hup_helper import VERSION
+
+class Helped(Plugin):
+    name = "helped"
+
+    def process(self, data, ctx):
+        return VERSION
+"""
+
+
+def test_sighup_workers_run_edited_helper_modules_too(start_supervisor, queue, tmp_path, monkeypatch):
+    """A reload in the supervisor re-runs only the plugin's own module; the fresh server
+    imports everything again, so the workers see an edit in a module the plugin imports."""
+    (tmp_path / "hup_helped.py").write_text(HELPED)
+    (tmp_path / "hup_helper.py").write_text("VERSION = 'v1'\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # a same-second edit must not reuse .pyc
+    sup = start_supervisor("--workers", "1", "--plugin", "hup_helped:Helped", plugins=())
+    assert queue.result(queue.enqueue("helped", {}), timeout=10) == "v1"
+    (tmp_path / "hup_helper.py").write_text("VERSION = 'v2'\n")
+    sup.signal(signal.SIGHUP)
+    wait_until(lambda: "plugins reloaded" in sup.output(), timeout=10, message="reloaded")
+    assert queue.result(queue.enqueue("helped", {}), timeout=10) == "v2"
