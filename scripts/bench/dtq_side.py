@@ -263,19 +263,31 @@ def _cpu_seconds(proc: psutil.Process) -> float:
         return times.user + times.system
 
 
+def _fork_servers(proc: psutil.Process) -> list[psutil.Process]:
+    """The supervisor's fork server (dtq/supervisor/forkserver.py), by its title."""
+    return [p for p in proc.children() if " ".join(p.cmdline()).startswith("dtq fork server")]
+
+
+def _supervisor_cpu(proc: psutil.Process, servers: list[psutil.Process]) -> float:
+    """The supervisor's CPU time, its fork server's included: both are dtq's overhead."""
+    return sum(_cpu_seconds(p) for p in [proc, *servers])
+
+
 def _pss_mib(proc: psutil.Process) -> tuple[float, int]:
-    """Sum of PSS of the supervisor and all its descendants, and the worker count."""
+    """Sum of PSS of the supervisor and all its descendants (the workers and the fork
+    server), and the worker count."""
     family = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_full_info().pss for p in family) / 2**20, len(family) - 1
+    workers = len(family) - 1 - len(_fork_servers(proc))
+    return sum(p.memory_full_info().pss for p in family) / 2**20, workers
 
 
-def _drain_cpu(q, proc: psutil.Process, jobs: int) -> float:
+def _drain_cpu(q, proc: psutil.Process, servers: list[psutil.Process], jobs: int) -> float:
     """Supervisor CPU seconds spent while a running pool drains n no-op jobs."""
     target = int(q.stats()["done"]) + jobs
-    before = _cpu_seconds(proc)
+    before = _supervisor_cpu(proc, servers)
     q.enqueue_many(_noop_jobs(jobs))
     wait_for_count(lambda: int(q.stats()["done"]), target, lambda: None, drain_timeout(jobs))
-    return _cpu_seconds(proc) - before
+    return _supervisor_cpu(proc, servers) - before
 
 
 def overhead(jobs: int, idle_seconds: float) -> dict:
@@ -288,10 +300,11 @@ def overhead(jobs: int, idle_seconds: float) -> dict:
         time.sleep(1.0)
         proc = psutil.Process(sup.pid)
         pss_mib, workers = _pss_mib(proc)
-        before, start = _cpu_seconds(proc), time.perf_counter()
+        servers = _fork_servers(proc)
+        before, start = _supervisor_cpu(proc, servers), time.perf_counter()
         time.sleep(idle_seconds)
-        idle_pct = 100 * (_cpu_seconds(proc) - before) / (time.perf_counter() - start)
-        per_10k = _drain_cpu(q, proc, jobs) * 10_000 / jobs
+        idle_pct = 100 * (_supervisor_cpu(proc, servers) - before) / (time.perf_counter() - start)
+        per_10k = _drain_cpu(q, proc, servers, jobs) * 10_000 / jobs
     finally:
         sup.stop()
     _flush()
