@@ -138,12 +138,10 @@ class ForkServer:
 
     def fork(self, fd_in: int, fd_out: int, counter_fd: int) -> int:
         """A new worker's pid. Raises OSError (as os.fork does) when no worker could be
-        started; a server that died or hangs is replaced on the next call."""
+        started; a server that died or hangs is replaced on the next call, and
+        ForkServerError says that the replacement would not start."""
         if self.sock is None:
-            try:
-                self.start(RESTART_SECONDS)
-            except ForkServerError as exc:
-                raise OSError(errno.EAGAIN, str(exc)) from None
+            self.start(RESTART_SECONDS)
         assert self.sock is not None
         try:
             self.sock.settimeout(REPLY_SECONDS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import logging
 import os
 import random
 from collections import deque
@@ -19,11 +20,13 @@ from typing import Any
 
 from dtq.engine.base import ClaimedJob
 from dtq.plugin import Plugin
-from dtq.supervisor.forkserver import ForkServer
+from dtq.supervisor.forkserver import ForkServer, ForkServerError
 from dtq.supervisor.messages import FrameReader, encode_job
 from dtq.supervisor.oslayer import OSLayer
 from dtq.supervisor.started import StartedCounter
 from dtq.supervisor.worker import run_worker
+
+log = logging.getLogger("dtq.supervisor")
 
 
 class WorkerState(enum.Enum):
@@ -153,11 +156,7 @@ class Pool:
             opened += (down_r, down_w)
             up_r, up_w = self.os.pipe()  # worker -> supervisor
             opened += (up_r, up_w)
-            if self.fork_server is None:
-                pid = self.os.fork()
-            else:
-                pid = self.fork_server.fork(down_r, up_w, counter.fd)
-                counter.drop_fd()
+            pid = self._fork(down_r, up_w, counter)
         except OSError as exc:
             for fd in opened:
                 self.os.close(fd)
@@ -175,6 +174,21 @@ class Pool:
         handle = WorkerHandle(pid, down_w, up_r, self.os.monotonic(), max_jobs, started=counter)
         self.workers[pid] = handle
         return handle
+
+    def _fork(self, down_r: int, up_w: int, counter: StartedCounter) -> int:
+        """0 in a child forked here, else the new worker's pid (from the fork server, if any)."""
+        if self.fork_server is not None:
+            try:
+                pid = self.fork_server.fork(down_r, up_w, counter.fd)
+                counter.drop_fd()
+                return pid
+            except ForkServerError as exc:  # a pool that keeps serving beats a faster one
+                log.warning("%s: forking workers from the supervisor from now on", exc)
+                self.fork_server = None
+        pid = self.os.fork()
+        if pid:
+            counter.drop_fd()
+        return pid
 
     def _child(self, fd_in: int, fd_out: int, started: StartedCounter) -> None:  # pragma: no cover
         run_worker(fd_in, fd_out, self.plugins, self.supervisor_pid, started, self.max_file_size,

@@ -127,3 +127,31 @@ def test_sighup_workers_run_edited_helper_modules_too(start_supervisor, queue, t
     sup.signal(signal.SIGHUP)
     wait_until(lambda: "plugins reloaded" in sup.output(), timeout=10, message="reloaded")
     assert queue.result(queue.enqueue("helped", {}), timeout=10) == "v2"
+
+
+GONE = """
+from dtq.plugin import Plugin
+
+class Gone(Plugin):
+    name = "gone"
+
+    def process(self, data, ctx):
+        return "served"
+"""
+
+
+def test_a_server_that_cannot_restart_leaves_the_supervisor_forking(start_supervisor, queue, tmp_path,
+                                                                     monkeypatch):
+    (tmp_path / "soon_gone.py").write_text(GONE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    sup = start_supervisor("--workers", "1", "--plugin", "soon_gone:Gone", plugins=())
+    assert queue.result(queue.enqueue("gone", {}), timeout=10) == "served"
+    (tmp_path / "soon_gone.py").unlink()  # a new server cannot import the plugin any more
+    server, [worker] = one_server(sup), sup.worker_pids()
+    os.kill(server, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: "forking workers from the supervisor from now on" in sup.output(), timeout=20,
+               message="the fallback")
+    assert "soon_gone" in sup.output()  # the log says why the server would not start
+    assert queue.result(queue.enqueue("gone", {}), timeout=10) == "served"
+    assert sup.fork_server_pids() == [] and len(sup.worker_pids()) == 1
