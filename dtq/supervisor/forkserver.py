@@ -3,11 +3,11 @@
 Why not fork workers from the supervisor itself: a worker then starts as a copy of
 a long-running process (its Redis client, its heap after hours of bookkeeping, the
 memory layout drawn when it started). On the AMD EPYC VMs this project is measured
-on, a pure-Python loop ran ~5 % slower in workers forked that way than in the
-children of a fresh `multiprocessing.Pool` (docs/benchmarks.md). A fresh interpreter
-that has imported only the plugins and the worker code is what those children are
-forked from, and workers forked from it ran the loop as fast. It is the idea of
-multiprocessing's "forkserver" start method.
+on, a pure-Python loop ran 6-8 % slower in workers forked that way than in the
+children of a `multiprocessing.Pool` in a fresh interpreter (docs/benchmarks.md).
+Workers forked from a fresh interpreter too, one that has imported only the plugins
+and the worker code, ran the loop as fast. It is the idea of multiprocessing's
+"forkserver" start method.
 
 The supervisor still owns its workers: it is their "child subreaper", and the server
 forks each one through a short-lived middle process that exits at once, so the worker
@@ -33,10 +33,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dtq.plugin import Plugin
 from dtq.supervisor.exits import EXIT_START_FAILED
 from dtq.supervisor.settings import SupervisorSettings
 from dtq.supervisor.worker import die_with_parent, run_worker
@@ -81,7 +82,7 @@ def server_config(settings: SupervisorSettings) -> dict[str, Any]:
             "sys_path": sys.path}  # plugins found through a path the supervisor added
 
 
-def start_fork_server(settings: SupervisorSettings, plugins: Mapping[str, Any],
+def start_fork_server(settings: SupervisorSettings, plugins: Mapping[str, Plugin],
                       timeout: float = START_SECONDS) -> ForkServer | None:
     """A running fork server for these plugins, or None (with a warning saying why) when
     the supervisor has to fork its workers itself."""
@@ -228,8 +229,8 @@ def main(fd: int) -> NoReturn:
         sock.send(reply)
 
 
-def _fork_worker(fds: list[int], plugins: Any, supervisor_pid: int, max_file_size: int | None,
-                 child_init: Any) -> bytes:
+def _fork_worker(fds: list[int], plugins: Mapping[str, Plugin], supervisor_pid: int,
+                 max_file_size: int | None, child_init: Callable[[], None] | None) -> bytes:
     """Fork a middle process that forks the worker and exits, so that the worker is
     re-parented to the supervisor (its subreaper). The middle one reports the pid."""
     if len(fds) != 3:

@@ -88,8 +88,8 @@ def run_worker(fd_in: int, fd_out: int, plugins: Mapping[str, Plugin], superviso
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Linux: SIGKILL this worker when its supervisor dies, so a recovered job never runs
-    twice at once because an orphaned worker kept going."""
+    """Linux: SIGKILL this process (a worker, or the fork server) when its supervisor dies,
+    so a recovered job never runs twice at once because an orphaned worker kept going."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
