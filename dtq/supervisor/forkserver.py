@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 
 from dtq.plugin import Plugin
 from dtq.supervisor.exits import EXIT_START_FAILED
+from dtq.supervisor.proctitle import set_title
 from dtq.supervisor.settings import SupervisorSettings
 from dtq.supervisor.worker import die_with_parent, run_worker
 
@@ -199,7 +200,6 @@ def main(fd: int) -> NoReturn:
 
         setup_logging(config["log_level"], config["log_format"])
     from dtq.plugin_loader import ENTRY_POINT_GROUP, PluginError, load_plugins
-    from dtq.supervisor.proctitle import set_title
     from dtq.supervisor.settings import drop_privileges, plugin_config
 
     settings = SupervisorSettings(plugins=config["plugins"], entry_points=config["entry_points"],
@@ -249,6 +249,7 @@ def _fork_worker(fds: list[int], plugins: Mapping[str, Plugin], supervisor_pid: 
             os.write(write_end, b"-%d" % (exc.errno or errno.EAGAIN))
             os._exit(0)
         if worker == 0:
+            set_title("dtq worker: starting")  # not mistaken for the server once adopted
             _await_reparenting(supervisor_pid)
             fd_in, fd_out, counter_fd = fds
             run_worker(fd_in, fd_out, plugins, supervisor_pid, counter_fd, max_file_size, child_init)
