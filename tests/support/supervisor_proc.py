@@ -72,18 +72,17 @@ class SupervisorProcess:
         self.seen.update(k.pid for k in kids)
         return kids
 
-    def worker_pids(self) -> list[int]:
+    def _children(self) -> list[psutil.Process]:
         try:
-            return [k.pid for k in psutil.Process(self.pid).children(recursive=False)
-                    if not is_fork_server(k)]
+            return psutil.Process(self.pid).children(recursive=False)
         except psutil.Error:
             return []
 
+    def worker_pids(self) -> list[int]:
+        return [k.pid for k in self._children() if not is_fork_server(k)]
+
     def fork_server_pids(self) -> list[int]:
-        try:
-            return [k.pid for k in psutil.Process(self.pid).children(recursive=False) if is_fork_server(k)]
-        except psutil.Error:
-            return []
+        return [k.pid for k in self._children() if is_fork_server(k)]
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
