@@ -24,7 +24,6 @@ and its started counter) and gets ``pid N`` or ``err ERRNO``. End of file stops 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import logging
@@ -41,7 +40,7 @@ from dtq.plugin import Plugin
 from dtq.supervisor.exits import EXIT_START_FAILED
 from dtq.supervisor.proctitle import set_title
 from dtq.supervisor.settings import SupervisorSettings
-from dtq.supervisor.worker import die_with_parent, run_worker
+from dtq.supervisor.worker import close_inherited, die_with_parent, prctl, run_worker
 
 log = logging.getLogger("dtq.supervisor")
 
@@ -60,11 +59,7 @@ class ForkServerError(Exception):
 
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants (Linux 3.4+)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
 
 
 def server_config(settings: SupervisorSettings) -> dict[str, Any]:
@@ -185,8 +180,7 @@ class ForkServer:
 # --- the server process ------------------------------------------------------------------
 def main(fd: int) -> NoReturn:
     sock = socket.socket(fileno=fd)
-    os.closerange(3, fd)
-    os.closerange(fd + 1, 65536)
+    close_inherited((fd,))
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # the supervisor decides; workers reset them
     try:

@@ -30,6 +30,7 @@ from dtq.supervisor.proctitle import set_title
 from dtq.supervisor.started import StartedCounter
 
 _MIB = 1024 * 1024
+_PR_SET_PDEATHSIG = 1
 HOLD_SECONDS = 0.002  # longest a batched job's outcome waits for its neighbours'
 BACKLOG_SECONDS = 0.02  # a batched job running longer hands back the jobs queued behind it
 
@@ -59,6 +60,11 @@ def prepare_child(keep_fds: tuple[int, ...], parent_pid: int, max_file_size: int
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    close_inherited(keep_fds)
+
+
+def close_inherited(keep_fds: tuple[int, ...]) -> None:
+    """Close every descriptor above stderr except ``keep_fds`` (a worker, the fork server)."""
     low = 3
     for fd in sorted(keep_fds):
         os.closerange(low, fd)
@@ -90,13 +96,17 @@ def run_worker(fd_in: int, fd_out: int, plugins: Mapping[str, Plugin], superviso
 def die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this process (a worker, or the fork server) when its supervisor dies,
     so a recovered job never runs twice at once because an orphaned worker kept going."""
+    set_up = prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) is not None
+    if set_up and os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+        os._exit(EXIT_START_FAILED)
+
+
+def prctl(option: int, value: int) -> int | None:
+    """Linux prctl(2) through libc: its result, or None where libc has no prctl."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
-            os._exit(EXIT_START_FAILED)
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def _max_fd() -> int:
